@@ -1,0 +1,3 @@
+from aframe_dag.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""The command line: parse options, make one core call, print the result."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aframe_dag import workflow as core
+from aframe_dag.config import dump_config, load_config
+from aframe_dag.errors import AframeDagError
+
+
+class Group(click.Group):
+    """Turns AframeDagError into a one-line error and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AframeDagError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _string(value: str) -> str:
+    # --set values are YAML; a path such as `yes` or `1e5` must stay a string
+    return json.dumps(value)
+
+
+def _pair(value: str, flag: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise click.BadParameter(f"expected STAGE=PATH, got {value!r}", param_hint=flag)
+    return name, path
+
+
+def config_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that change the config: --set and the seed's shorthands."""
+    options = [
+        click.option(
+            "--set",
+            "assignments",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override any config key (dotted path; value parsed as YAML).",
+        ),
+        click.option("--data-dir", help="Base data directory (sets dirs.data)."),
+        click.option("--image-dir", help="Directory of the .sif images (sets condor.image_dir)."),
+        click.option(
+            "--image",
+            "images",
+            multiple=True,
+            metavar="STAGE=PATH",
+            help="Image of one stage (sets stages.STAGE.image); repeatable.",
+        ),
+        click.option(
+            "--config",
+            "train_config",
+            metavar="PATH",
+            help="The train stage's own YAML config (sets params.train_config).",
+        ),
+        click.option(
+            "--container",
+            type=click.Choice(["apptainer", "container-universe", "none"]),
+            help="How jobs run their images (sets condor.container).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def overrides(
+    assignments: Sequence[str],
+    data_dir: str | None,
+    image_dir: str | None,
+    images: Sequence[str],
+    train_config: str | None,
+    container: str | None,
+) -> list[str]:
+    """Shorthand flags as --set assignments; explicit --set comes last and wins."""
+    result = []
+    if data_dir:
+        result.append(f"dirs.data={_string(str(Path(data_dir).absolute()))}")
+    if image_dir:
+        result.append(f"condor.image_dir={_string(str(Path(image_dir).absolute()))}")
+    for value in images:
+        stage, path = _pair(value, "--image")
+        result.append(f"stages.{stage}.image={_string(path)}")
+    if train_config:
+        result.append(f"params.train_config={_string(str(Path(train_config).absolute()))}")
+    if container:
+        result.append(f"condor.container={container}")
+    return result + list(assignments)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aframe-dag")
+def cli() -> None:
+    """Render Aframe pipeline configs into HTCondor DAGMan workflows."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option(
+    "--run-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write the DAG, submit files and logs into.",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="STAGE",
+    help="Build only this stage and what it needs; repeatable.",
+)
+@config_options
+def build(config: str, run_dir: str, targets: tuple[str, ...], **options: Any) -> None:
+    """Write RUN_DIR/aframe.dag and one STAGE.sub per stage."""
+    started = time.perf_counter()
+    summary = core.build(config, run_dir, overrides(**options), targets)
+    elapsed = time.perf_counter() - started
+    click.echo(f"Built {summary.pipeline} in {summary.run_dir} ({elapsed:.2f} s)")
+    width = max(len(s.name) for s in summary.stages)
+    total_nodes = 0
+    for stage in summary.stages:
+        if stage.runtime:
+            nodes = f"decided at run time from {stage.waits_for}"
+        else:
+            count = len(stage.items) if stage.spec else 1
+            total_nodes += count
+            nodes = f"{count} node{'s' if count != 1 else ''}"
+        gpus = stage.stage.resources.gpus
+        gpu_note = f", {gpus} GPU{'s' if gpus != 1 else ''} each" if gpus else ""
+        click.echo(f"  {stage.name:<{width}}  {nodes}{gpu_note}")
+    subs = sum(1 for f in summary.files if f.endswith(".sub"))
+    click.echo(
+        f"{len(summary.stages)} stages, {total_nodes} nodes known now; wrote aframe.dag, "
+        f"config.yaml and {subs} .sub files"
+    )
+    click.echo("Submit with:")
+    click.echo(f"  condor_submit_dag {summary.dag}")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option(
+    "--run-dir",
+    default="run",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run dir to check against (nothing is written).",
+)
+@config_options
+def validate(config: str, run_dir: str, **options: Any) -> None:
+    """Check a config: keys, types, dependencies, templates and images."""
+    loaded = load_config(config, overrides(**options))
+    plan = core.make_plan(loaded, Path(run_dir).absolute())
+    click.echo(f"{config}: OK ({len(plan.stages)} stages)")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@config_options
+def show(config: str, **options: Any) -> None:
+    """Print the config after overrides and ${env:...} as YAML."""
+    click.echo(dump_config(load_config(config, overrides(**options)).config), nl=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("stage")
+def expand(run_dir: str, stage: str) -> None:
+    """Write RUN_DIR/STAGE.dag for a stage whose fan-out is decided at run time."""
+    path, count = core.expand(run_dir, stage)
+    click.echo(f"wrote {path} ({count} nodes)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (for tests and console scripts)."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="aframe-dag",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
+    return 0

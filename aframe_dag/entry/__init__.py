@@ -1,0 +1,1 @@
+"""Entry scripts bound into Aframe containers."""

@@ -1,0 +1,404 @@
+"""Fan-out generators: a stage's `foreach` turns into a list of items (one per node).
+
+Each generator reproduces a branch map of the Aframe law pipeline (numbering
+included). Item fields are strings; a stage's command refers to them as
+`{{ item.NAME }}`, which becomes the submit macro `$(NAME)` set per node by VARS.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aframe_dag.errors import FanoutError
+
+Item = dict[str, str]
+MAX_ITEMS = 200_000
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def num(value: float) -> str:
+    """Format a number the way Aframe file names and CLIs show it (no trailing .0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def num_list(values: list[float]) -> str:
+    """A list as jsonargparse reads it on a command line: [1,2]."""
+    return "[" + ",".join(num(v) for v in values) + "]"
+
+
+# --- segment files ------------------------------------------------------------
+
+
+def read_segments(path: str) -> list[tuple[float, float]]:
+    """(start, duration) pairs of a segwizard file: index, start, stop, duration."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FanoutError(f"{path}: cannot read segments file: {exc.strerror}") from None
+    segments = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            if len(fields) != 4:
+                raise ValueError
+            start, duration = float(fields[1]), float(fields[3])
+        except ValueError:
+            raise FanoutError(
+                f"{path}:{number}: expected 'index start stop duration', got {line!r}"
+            ) from None
+        segments.append((start, duration))
+    return segments
+
+
+def chunk_segments(
+    segments: list[tuple[float, float]], max_duration: float
+) -> list[tuple[float, float]]:
+    """Split segments into pieces of at most `max_duration` s (-1: no split), as Fetch does."""
+    chunks = []
+    for start, duration in segments:
+        step = duration if max_duration == -1 else max_duration
+        for j in range(int((duration - 1) // step + 1)):
+            chunk_start = start + j * step
+            chunks.append((chunk_start, min(start + duration - chunk_start, step)))
+    return chunks
+
+
+def background_segments(path: str, max_duration: float) -> list[tuple[float, float]]:
+    """(start, stop) of each fetched background file, as parsed back from its name."""
+    return [
+        (float(int(start)), float(int(start)) + float(int(duration)))
+        for start, duration in chunk_segments(read_segments(path), max_duration)
+    ]
+
+
+def segment_tag(start: float, stop: float) -> str:
+    """The `start-duration` part of a background file name."""
+    return f"{int(start)}-{int(stop - start)}"
+
+
+def is_analysable(start: float, stop: float, shifts: list[float], psd_length: float) -> bool:
+    """Aframe's rule: time left after the largest shift and the PSD burn-in is > 0."""
+    return (stop - start) - max(shifts) - psd_length > 0
+
+
+def shifts_from_tb(
+    segments: list[tuple[float, float]], tb: float, shift: float, psd_length: float
+) -> int:
+    """Number of timeslides needed to accumulate `tb` seconds of background."""
+    if tb == 0:
+        return 0
+    durations = [stop - start - psd_length for start, stop in segments]
+    livetime, count = 0.0, 0
+    while livetime < tb:
+        count += 1
+        added = sum(max(0.0, d - shift * count) for d in durations)
+        if added == 0:
+            raise FanoutError(
+                f"Tb = {num(tb)} s cannot be reached: {count - 1} shifts of {num(shift)} s "
+                f"give {num(livetime)} s of background and more shifts add none"
+            )
+        livetime += added
+    return count
+
+
+def shifts_from_num_signals(
+    segments: list[tuple[float, float]],
+    num_signals: int,
+    waveform_duration: float,
+    spacing: float,
+    shift: float,
+    buffer: float,
+) -> int:
+    """Number of timeslides needed to place `num_signals` injections (Aframe's quadratic)."""
+    buffer += waveform_duration // 2
+    spacing += waveform_duration
+    total = sum(stop - start for start, stop in segments)
+    a = -shift / 2
+    b = total - 2 * buffer - shift / 2
+    c = -num_signals * spacing
+    if a == 0:
+        return math.ceil(-c / b) if b > 0 else 0
+    discriminant = b**2 - 4 * a * c
+    if discriminant < 0:
+        raise FanoutError(
+            f"{num_signals} signals cannot be placed in {total} s of background "
+            f"with spacing {spacing} s and shift {shift} s"
+        )
+    return math.ceil((-b + discriminant**0.5) / (2 * a))
+
+
+# --- generators -----------------------------------------------------------------
+
+
+class Count(Spec):
+    """`num_jobs` nodes; `num_signals` split evenly, node 0 takes the remainder."""
+
+    num_jobs: int = Field(ge=1, le=MAX_ITEMS)
+    num_signals: int | None = Field(None, ge=0)
+    start_index: int = Field(0, ge=0)
+    # optional: expose the last background file of a segments file as item.psd_segment
+    psd_segments: str | None = None
+    max_duration: float = -1
+
+    def inputs(self) -> list[str]:
+        return [self.psd_segments] if self.psd_segments else []
+
+    def fields(self) -> list[str]:
+        optional = {"num_signals": self.num_signals, "psd_segment": self.psd_segments}
+        return ["index", *(k for k, v in optional.items() if v is not None)]
+
+    def items(self) -> list[Item]:
+        extra = {}
+        if self.psd_segments:
+            extra["psd_segment"] = _last_segment(self.psd_segments, self.max_duration)
+        items = []
+        share, remainder = divmod(self.num_signals or 0, self.num_jobs)
+        for n in range(self.num_jobs):
+            item = {"index": str(self.start_index + n), **extra}
+            if self.num_signals is not None:
+                item["num_signals"] = str(share + (remainder if n == 0 else 0))
+            items.append(item)
+        return items
+
+
+class ListOf(Spec):
+    """One node per value: `list: {name: [values]}`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _one_list(self) -> ListOf:
+        _check_lists(self.model_extra or {}, exactly_one=True)
+        return self
+
+    def inputs(self) -> list[str]:
+        return []
+
+    def fields(self) -> list[str]:
+        return ["index", *(self.model_extra or {})]
+
+    def items(self) -> list[Item]:
+        return _product(self.model_extra or {})
+
+
+class Product(ListOf):
+    """One node per combination: `product: {a: [...], b: [...]}` (last key fastest)."""
+
+    @model_validator(mode="after")
+    def _one_list(self) -> Product:
+        _check_lists(self.model_extra or {}, exactly_one=False)
+        return self
+
+
+class Segments(Spec):
+    """One node per piece (at most `max_duration` s) of each segment in a segwizard file."""
+
+    file: str
+    max_duration: float = Field(-1)
+    start_index: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> Segments:
+        _check_max_duration(self.max_duration)
+        return self
+
+    def inputs(self) -> list[str]:
+        return [self.file]
+
+    def fields(self) -> list[str]:
+        return ["index", "start", "end", "duration", "segment"]
+
+    def items(self) -> list[Item]:
+        chunks = chunk_segments(read_segments(self.file), self.max_duration)
+        return [
+            {
+                "index": str(self.start_index + n),
+                "start": num(start),
+                "end": num(start + duration),
+                "duration": num(duration),
+                "segment": f"{int(start)}-{int(duration)}",
+            }
+            for n, (start, duration) in enumerate(chunks)
+        ]
+
+
+class Timeslides(Spec):
+    """Background files x timeslides that leave analysable time (Aframe's rule).
+
+    The number of shifts comes from `num_signals` (testing waveforms: shifts
+    1..N, never zero-lag) or from `Tb` (inference: optional zero-lag first).
+    """
+
+    segments: str
+    max_duration: float = -1
+    shifts: list[float] = Field(min_length=1)
+    psd_length: float = Field(ge=0)
+    Tb: float | None = Field(None, ge=0)
+    zero_lag: bool = False
+    num_signals: int | None = Field(None, ge=0)
+    spacing: float | None = Field(None, gt=0)
+    buffer: float | None = Field(None, ge=0)
+    waveform_duration: float | None = Field(None, ge=0)
+    start_index: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Timeslides:
+        _check_max_duration(self.max_duration)
+        by_signals = (self.num_signals, self.spacing, self.buffer, self.waveform_duration)
+        if (self.Tb is None) == (self.num_signals is None):
+            raise ValueError("give exactly one of Tb or num_signals")
+        if self.num_signals is not None and None in by_signals:
+            raise ValueError("num_signals needs spacing, buffer and waveform_duration")
+        if max(self.shifts) <= 0:
+            raise ValueError("the largest shift must be > 0")
+        return self
+
+    def inputs(self) -> list[str]:
+        return [self.segments]
+
+    def fields(self) -> list[str]:
+        return [
+            "index",
+            "start",
+            "end",
+            "analysis_start",
+            "segment",
+            "shifts",
+            "shift_tag",
+            "psd_segment",
+        ]
+
+    def count(self, segments: list[tuple[float, float]]) -> int:
+        """How many shifts the rule asks for on these segments."""
+        if self.Tb is not None:
+            return shifts_from_tb(segments, self.Tb, max(self.shifts), self.psd_length)
+        return shifts_from_num_signals(
+            segments,
+            self.num_signals or 0,
+            self.waveform_duration or 0,
+            self.spacing or 0,
+            max(self.shifts),
+            self.buffer or 0,
+        )
+
+    def items(self) -> list[Item]:
+        segments = background_segments(self.segments, self.max_duration)
+        if not segments:
+            return []
+        num_shifts = self.count(segments)
+        psd_segment = segment_tag(*segments[-1])
+        items = []
+        for start, stop in segments:
+            candidates = [[s * (i + 1) for s in self.shifts] for i in range(num_shifts)]
+            if self.zero_lag:
+                candidates.insert(0, [0.0] * len(self.shifts))
+            for shift in candidates:
+                if not is_analysable(start, stop, shift, self.psd_length):
+                    continue
+                items.append(
+                    {
+                        "index": str(self.start_index + len(items)),
+                        "start": num(start),
+                        "end": num(stop),
+                        "analysis_start": num(start + self.psd_length),
+                        "segment": segment_tag(start, stop),
+                        "shifts": num_list(shift),
+                        "shift_tag": "-".join(num(s) for s in shift),
+                        "psd_segment": psd_segment,
+                    }
+                )
+        return items
+
+
+GENERATORS: dict[str, type[Spec]] = {
+    "count": Count,
+    "list": ListOf,
+    "product": Product,
+    "segments": Segments,
+    "timeslides": Timeslides,
+}
+
+
+def _check_max_duration(value: float) -> None:
+    if value != -1 and value <= 0:
+        raise ValueError(f"max_duration must be > 0 or -1 (no split), got {value}")
+
+
+def _check_lists(values: dict[str, Any], exactly_one: bool) -> None:
+    if exactly_one and len(values) != 1:
+        raise ValueError("give exactly one name: list of values")
+    if not values:
+        raise ValueError("give at least one name: list of values")
+    for name, options in values.items():
+        if not name.isidentifier():
+            raise ValueError(f"{name!r} is not a valid item name")
+        if not isinstance(options, list) or not options:
+            raise ValueError(f"{name} must be a non-empty list of values")
+
+
+def _product(values: dict[str, list[Any]]) -> list[Item]:
+    names = list(values)
+    combos = itertools.product(*(values[n] for n in names))
+    return [
+        {"index": str(n), **{k: _text(v) for k, v in zip(names, combo, strict=True)}}
+        for n, combo in enumerate(combos)
+    ]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return num(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _last_segment(path: str, max_duration: float) -> str:
+    segments = background_segments(path, max_duration)
+    if not segments:
+        raise FanoutError(f"{path}: no segments, so there is no background file for the PSD")
+    return segment_tag(*segments[-1])
+
+
+def parse_spec(name: str, params: dict[str, Any], where: Callable[[str], str]) -> Spec:
+    """Validate a generator's parameters; `where(key)` prefixes error messages."""
+    try:
+        return GENERATORS[name].model_validate(params)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(k) for k in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown parameter; allowed: {', '.join(GENERATORS[name].model_fields)}"
+        elif error["type"] not in ("value_error", "missing") and "input" in error:
+            message += f", got {error['input']!r}"
+        raise FanoutError(f"{where(key)}: {message}") from None
+
+
+def expand(spec: Spec, stage: str) -> list[Item]:
+    """All items of a generator, or a FanoutError naming the stage."""
+    try:
+        items: list[Item] = spec.items()  # type: ignore[attr-defined]
+    except FanoutError as exc:
+        raise FanoutError(f"stage {stage}: {exc}") from None
+    if len(items) > MAX_ITEMS:
+        raise FanoutError(
+            f"stage {stage}: fan-out of {len(items)} nodes exceeds the limit of "
+            f"{MAX_ITEMS}; use larger pieces (e.g. max_duration) or fewer values"
+        )
+    return items

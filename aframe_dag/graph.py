@@ -1,0 +1,91 @@
+"""Stage dependencies: order, cycles, targets, and node names."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+
+from aframe_dag.errors import GraphError
+
+
+def _unknown(name: str, known: Iterable[str], what: str) -> GraphError:
+    hint = difflib.get_close_matches(name, list(known), n=1)
+    suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+    return GraphError(f"{what}: unknown stage {name!r}{suffix}")
+
+
+def check_dependencies(after: Mapping[str, Sequence[str]]) -> None:
+    """Every dependency names a stage, none names itself, and there is no cycle."""
+    for stage, parents in after.items():
+        for parent in parents:
+            if parent == stage:
+                raise GraphError(f"stages.{stage}.after: a stage cannot depend on itself")
+            if parent not in after:
+                raise _unknown(parent, after, f"stages.{stage}.after")
+    cycle = find_cycle(after)
+    if cycle:
+        raise GraphError("dependency cycle: " + " -> ".join(cycle))
+
+
+def find_cycle(after: Mapping[str, Sequence[str]]) -> list[str]:
+    """One dependency cycle as [a, b, ..., a] (a needs b ...), or [] if there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(stage: str) -> list[str]:
+        state[stage] = 1
+        path.append(stage)
+        for parent in after[stage]:
+            if state.get(parent) == 1:
+                return [*path[path.index(parent) :], parent]
+            if parent not in state:
+                cycle = visit(parent)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[stage] = 2
+        return []
+
+    for stage in after:
+        if stage not in state:
+            cycle = visit(stage)
+            if cycle:
+                return cycle
+    return []
+
+
+def topological_order(after: Mapping[str, Sequence[str]]) -> list[str]:
+    """Stages with parents first; ties keep the config's order (deterministic)."""
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = list(after)
+    while remaining:
+        for stage in remaining:
+            if all(p in placed for p in after[stage]):
+                order.append(stage)
+                placed.add(stage)
+                remaining.remove(stage)
+                break
+        else:  # pragma: no cover - check_dependencies rules cycles out first
+            raise GraphError("dependency cycle among: " + ", ".join(remaining))
+    return order
+
+
+def with_ancestors(after: Mapping[str, Sequence[str]], targets: Sequence[str]) -> set[str]:
+    """The target stages and every stage they need."""
+    selected: set[str] = set()
+    todo = list(targets)
+    for target in targets:
+        if target not in after:
+            raise _unknown(target, after, "--target")
+    while todo:
+        stage = todo.pop()
+        if stage not in selected:
+            selected.add(stage)
+            todo.extend(after[stage])
+    return selected
+
+
+def node_name(stage: str, index: str | None) -> str:
+    """A DAG node name: the stage for a single node, `stage-INDEX` for fan-out."""
+    return stage if index is None else f"{stage}-{index}"

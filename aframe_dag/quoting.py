@@ -1,0 +1,195 @@
+"""HTCondor quoting as pure functions: submit-file arguments/environment and DAG VARS.
+
+Rules (HTCondor manual, condor_submit, "arguments" and "environment", new syntax):
+the whole value is in double quotes; whitespace separates arguments (or NAME=value
+pairs); a literal double quote is written twice (""); single quotes group text
+that contains whitespace, and a literal single quote inside them is written twice
+(''). Every submit value then goes through macro expansion, where "$(" starts a
+macro: a literal "$(" is written "$(DOLLAR)(" ($(DOLLAR) expands to "$").
+DAG files (manual, DAGMan "VARS"): a value is in double quotes and only \\ and \"
+are escapes.
+
+A value that cannot survive these layers (newlines, "$$(", the text "$(DOLLAR)")
+is refused by name instead of being written altered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aframe_dag.errors import QuotingError
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MACRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NEEDS_SINGLE_QUOTES = re.compile(r"[\s']")
+_FORBIDDEN = ("\n", "\r", "\x00")
+
+
+@dataclass(frozen=True)
+class Macro:
+    """A `$(name)` reference whose value a DAG node supplies through VARS."""
+
+    name: str
+
+
+Part = str | Macro
+
+
+def check_value(value: str, what: str) -> str:
+    """Return `value` if it can pass through submit and DAG files intact, else raise."""
+    for char in _FORBIDDEN:
+        if char in value:
+            raise QuotingError(
+                f"{what}: contains a {char!r} character, which HTCondor files "
+                f"cannot carry: {value!r}"
+            )
+    # "$$(" starts HTCondor's match-time $$() expansion, and "$(DOLLAR)" is
+    # itself the escape for "$": neither can be written so that it arrives as is.
+    for bad in ("$$(", "$(DOLLAR)"):
+        if bad in value:
+            raise QuotingError(f"{what}: contains {bad!r}, which HTCondor would expand: {value!r}")
+    return value
+
+
+def escape_macros(text: str) -> str:
+    """Escape literal `$(` so submit-time macro expansion leaves the text as is."""
+    return text.replace("$(", "$(DOLLAR)(")
+
+
+def _escape_quoted(text: str) -> str:
+    # inside a single-quoted group within the double-quoted value
+    return escape_macros(text.replace("'", "''").replace('"', '""'))
+
+
+def quote_token(parts: Sequence[Part], what: str) -> str:
+    """One argument (or environment value) in new syntax, without the outer quotes."""
+    literal = "".join(p for p in parts if isinstance(p, str))
+    check_value(literal, what)
+    has_macro = any(isinstance(p, Macro) for p in parts)
+    if not has_macro and literal and not _NEEDS_SINGLE_QUOTES.search(literal):
+        return escape_macros(literal.replace('"', '""'))
+    body = "".join(f"$({p.name})" if isinstance(p, Macro) else _escape_quoted(p) for p in parts)
+    return f"'{body}'"
+
+
+CONTINUATION = " \\\n    "
+
+
+def arguments_value(lines: Iterable[Iterable[Sequence[Part]]], what: str) -> str:
+    """The value of a submit `arguments` command; each group of tokens on its own line.
+
+    Lines are joined by a trailing backslash, the submit language's continuation,
+    which keeps one space between the last token of a line and the next.
+    """
+    text = CONTINUATION.join(" ".join(quote_token(t, what) for t in line) for line in lines)
+    return f'"{text}"'
+
+
+def environment_value(variables: Mapping[str, Sequence[Part]], what: str) -> str:
+    """The value of a submit `environment` command (new syntax)."""
+    pairs = []
+    for name, parts in variables.items():
+        if not ENV_NAME.fullmatch(name):
+            raise QuotingError(f"{what}: {name!r} is not a valid variable name")
+        pairs.append(f"{name}={quote_token(parts, f'{what}.{name}')}")
+    return '"' + CONTINUATION.join(pairs) + '"'
+
+
+def vars_value(value: str, what: str) -> str:
+    """Escape a VARS value for a macro used inside single quotes in arguments/environment.
+
+    Innermost first: single-quoted new syntax ('' and ""), submit macros ($(DOLLAR)(),
+    then the DAG file's own escapes (\\\\ and \\").
+    """
+    check_value(value, what)
+    return dag_escape(_escape_quoted(value))
+
+
+def dag_escape(value: str) -> str:
+    """Escape a string for a double-quoted value in a DAG file."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# --- decoders, written from the same manual sections (used by run-local and tests) ---
+
+
+def dag_unescape(value: str) -> str:
+    """Undo `dag_escape`: \\\\ -> \\ and \\" -> " ; other backslashes stay."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value) and value[i + 1] in '\\"':
+            out.append(value[i + 1])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+_MACRO_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)\)")
+
+
+def expand_macros(text: str, macros: Mapping[str, str]) -> str:
+    """Submit-time macro expansion of `$(name)`; `$(DOLLAR)` is "$", unknown names ""."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.upper() == "DOLLAR":
+            return "$"
+        return macros.get(name, "")
+
+    return _MACRO_REF.sub(replace, text)
+
+
+def split_arguments(value: str) -> list[str]:
+    """Split a new-syntax `arguments` value (outer double quotes included) into argv."""
+    value = value.strip()
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        raise QuotingError(f"arguments must be in double quotes: {value!r}")
+    body = value[1:-1]
+    args: list[str] = []
+    current: list[str] = []
+    started = quoted = False
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == '"':
+            if body[i : i + 2] != '""':
+                raise QuotingError(f"lone double quote in arguments: {value!r}")
+            current.append('"')
+            started = True
+            i += 2
+            continue
+        if char == "'":
+            if quoted and body[i : i + 2] == "''":
+                current.append("'")
+                i += 2
+                continue
+            quoted = not quoted
+            started = True
+        elif char.isspace() and not quoted:
+            if started:
+                args.append("".join(current))
+                current, started = [], False
+        else:
+            current.append(char)
+            started = True
+        i += 1
+    if quoted:
+        raise QuotingError(f"unbalanced single quote in arguments: {value!r}")
+    if started:
+        args.append("".join(current))
+    return args
+
+
+def split_environment(value: str) -> dict[str, str]:
+    """Parse a new-syntax `environment` value into a mapping."""
+    env = {}
+    for pair in split_arguments(value):
+        name, sep, val = pair.partition("=")
+        if not sep or not ENV_NAME.fullmatch(name):
+            raise QuotingError(f"environment entry is not NAME=value: {pair!r}")
+        env[name] = val
+    return env

@@ -1,0 +1,435 @@
+"""From a validated config to run-dir files: stages, nodes, submit and DAG text."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aframe_dag import fanout, graph, quoting, render, write
+from aframe_dag.config import Config, LoadedConfig, Stage, dump_config, load_config
+from aframe_dag.errors import ConfigError, FanoutError, RunDirError
+
+ENTRY_DIR = Path(__file__).parent / "entry"
+ENTRY_SCRIPTS = sorted(p.stem for p in ENTRY_DIR.glob("*.py") if p.stem != "__init__")
+_UNSAFE_PATH = (" ", "\t", "$", '"', "'", "\\")
+
+
+@dataclass
+class Node:
+    name: str
+    vars: str
+
+
+@dataclass
+class StagePlan:
+    """One stage as it will be written."""
+
+    name: str
+    stage: Stage
+    parents: list[str]
+    spec: fanout.Spec | None
+    fields: list[str]  # item fields the command uses, set per node through VARS
+    waits_for: str | None = None  # input that does not exist yet: fan-out at run time
+    items: list[fanout.Item] = field(default_factory=list)
+    submit_text: str = ""
+    entry_scripts: list[str] = field(default_factory=list)
+
+    @property
+    def runtime(self) -> bool:
+        return self.waits_for is not None
+
+    def node_names(self) -> list[str]:
+        """Names of this stage's nodes in the top-level DAG."""
+        if self.runtime or self.spec is None:
+            return [self.name]
+        return [graph.node_name(self.name, item["index"]) for item in self.items]
+
+
+@dataclass
+class Plan:
+    config: Config
+    run_dir: Path
+    stages: list[StagePlan]
+
+    def stage(self, name: str) -> StagePlan:
+        return next(s for s in self.stages if s.name == name)
+
+
+@dataclass
+class Summary:
+    """What a build wrote, for the CLI to print."""
+
+    pipeline: str
+    run_dir: Path
+    stages: list[StagePlan]
+    files: list[str]
+    dag: Path
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    """DAGMan SCRIPT lines split on whitespace and expand $: refuse such run dirs."""
+    bad = [c for c in _UNSAFE_PATH if c in str(run_dir)]
+    if bad:
+        raise RunDirError(
+            f"run dir {str(run_dir)!r} contains {bad[0]!r}; DAGMan's SCRIPT and JOB "
+            "lines cannot carry it: choose a path without spaces, quotes, $ or \\"
+        )
+
+
+# --- planning ----------------------------------------------------------------
+
+
+def resolve(loaded: LoadedConfig, run_dir: Path) -> Config:
+    """Render `dirs` to absolute paths and images to full paths (what config.yaml records)."""
+    config = loaded.config
+    context: dict[str, Any] = {"run_dir": str(run_dir), "params": config.params, "dirs": {}}
+    dirs: dict[str, str] = {}
+    for name, value in config.dirs.items():
+        text = render.render_text(value, context, f"dirs.{name}")
+        if not text:
+            raise loaded.error(("dirs", name), "is empty")
+        dirs[name] = text if "://" in text else str(Path(text).absolute())
+        context["dirs"] = dirs
+    condor = config.condor
+    image_dir = condor.image_dir or None
+    stages = {}
+    for name, stage in config.stages.items():
+        image = stage.image
+        if condor.container != "none":
+            if not image:
+                raise loaded.error(
+                    ("stages", name, "image"),
+                    f"required with container mode {condor.container!r}",
+                )
+            if "://" not in image and not Path(image).is_absolute():
+                if not image_dir:
+                    raise loaded.error(
+                        ("stages", name, "image"),
+                        f"{image!r} is relative but no image dir is set "
+                        "(--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)",
+                    )
+                image = str(Path(image_dir, image).absolute())
+            if "://" not in image and not Path(image).is_file():
+                raise loaded.error(("stages", name, "image"), f"no such image: {image}")
+        stages[name] = stage.model_copy(update={"image": image})
+    return config.model_copy(
+        update={
+            "dirs": dirs,
+            "stages": stages,
+            "condor": condor.model_copy(
+                update={"image_dir": str(Path(image_dir).absolute()) if image_dir else None}
+            ),
+        }
+    )
+
+
+def template_context(config: Config, run_dir: Path, stage: str) -> dict[str, Any]:
+    return {
+        "params": config.params,
+        "dirs": config.dirs,
+        "run_dir": str(run_dir),
+        "stage": {"name": stage, "resources": config.stages[stage].resources},
+    }
+
+
+def plan_stage(
+    config: Config, run_dir: Path, name: str, where: Any, expand_now: bool | None = None
+) -> StagePlan:
+    """Plan one stage: its generator, items (if its inputs exist) and submit text."""
+    stage = config.stages[name]
+    spec = None
+    if stage.foreach:
+        ((generator, params),) = stage.foreach.items()
+        prefix = f"stages.{name}.foreach.{generator}"
+        context = template_context(config, run_dir, name)
+        params = render.render_native(params, context, prefix)
+        spec = fanout.parse_spec(
+            generator, params, lambda key: f"{where(('stages', name, 'foreach'))}: {prefix}.{key}"
+        )
+    plan = StagePlan(name=name, stage=stage, parents=list(stage.after), spec=spec, fields=[])
+    if spec is not None:
+        missing = [p for p in spec.inputs() if not Path(p).exists()]
+        if expand_now is False or (expand_now is None and missing):
+            plan.waits_for = missing[0] if missing else spec.inputs()[0]
+        else:
+            if missing:
+                raise FanoutError(f"stage {name}: input {missing[0]} does not exist")
+            plan.items = fanout.expand(spec, name)
+            if not plan.items:
+                raise FanoutError(
+                    f"stage {name}: fan-out is empty (no nodes from {', '.join(spec.inputs())})"
+                )
+    plan.submit_text = submit_text(config, run_dir, plan)
+    return plan
+
+
+def make_plan(
+    loaded: LoadedConfig, run_dir: Path, targets: list[str] | tuple[str, ...] = ()
+) -> Plan:
+    """Resolve the config and plan every selected stage, in dependency order."""
+    config = loaded.config
+    after = {name: stage.after for name, stage in config.stages.items()}
+    graph.check_dependencies(after)
+    selected = graph.with_ancestors(after, targets) if targets else set(after)
+    config = resolve(loaded, run_dir)
+    stages = [
+        plan_stage(config, run_dir, name, loaded.source.where)
+        for name in graph.topological_order(after)
+        if name in selected
+    ]
+    if targets:
+        config = config.model_copy(
+            update={"stages": {s.name: config.stages[s.name] for s in stages}}
+        )
+    return Plan(config=config, run_dir=run_dir, stages=stages)
+
+
+# --- submit files ------------------------------------------------------------
+
+
+def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
+    """The stage's .sub file."""
+    stage, condor = plan.stage, config.condor
+    mode = condor.container
+    context = template_context(config, run_dir, plan.name)
+    item_fields = _item_fields(plan.spec)
+    placeholder = render.ItemPlaceholder(item_fields, plan.name) if plan.spec else None
+    if placeholder is not None:
+        context["item"] = placeholder
+
+    def entry(name: str) -> str:
+        if name not in ENTRY_SCRIPTS:
+            raise render.RenderError(
+                f"no entry script {name!r} (available: {', '.join(ENTRY_SCRIPTS)})"
+            )
+        if name not in plan.entry_scripts:
+            plan.entry_scripts.append(name)
+        return f"{name}.py" if mode == "container-universe" else f"{run_dir}/entry/{name}.py"
+
+    context["entry"] = entry
+    where = f"stages.{plan.name}.command"
+    command = render.render_command(stage.command, context, where)
+    if not command:
+        raise ConfigError(f"{where}: the command is empty")
+    environment = {
+        key: render.render_value(value, context, f"stages.{plan.name}.environment.{key}")
+        for key, value in {**condor.environment, **stage.environment}.items()
+    }
+    plan.fields = placeholder.used if placeholder else []
+
+    gpus = stage.resources.gpus
+    image = stage.image or ""
+    lines = _option_lines(command)
+    if mode == "apptainer":
+        executable = condor.apptainer
+        prefix = ["exec", *(["--nv"] if gpus else [])]
+        for bind in apptainer_binds(config, run_dir):
+            prefix += ["--bind", bind]
+        lines.insert(0, [[p] for p in [*prefix, image]])
+    else:
+        # /usr/bin/env finds the program on PATH, on the host or inside the image
+        executable = "/usr/bin/env"
+    arguments = quoting.arguments_value(lines, where)
+    memory = stage.resources
+    description = [line for line in stage.description.strip().splitlines() if line.strip()]
+    for line in description:
+        quoting.check_value(line, f"stages.{plan.name}.description")
+    return render.render_file(
+        "stage.sub.j2",
+        pipeline=config.name,
+        stage=plan.name,
+        description=description,
+        nodes_note=_nodes_note(plan),
+        universe="container" if mode == "container-universe" else "vanilla",
+        container_image=image if mode == "container-universe" else "",
+        executable=executable,
+        arguments=arguments,
+        run_dir=str(run_dir),
+        environment=quoting.environment_value(environment, f"stages.{plan.name}.environment")
+        if environment
+        else "",
+        getenv=_unique([*condor.getenv, *stage.getenv]),
+        transfer_input_files=[f"{run_dir}/entry/{n}.py" for n in plan.entry_scripts]
+        if mode == "container-universe"
+        else [],
+        resources=memory,
+        memory_mb=megabytes(memory.memory) if memory.max_memory else 0,
+        max_memory_mb=megabytes(memory.max_memory) if memory.max_memory else 0,
+        accounting_group=condor.accounting_group,
+        accounting_group_user=condor.accounting_group_user,
+        use_oauth_services=condor.use_oauth_services,
+    )
+
+
+def _option_lines(command: list[list[quoting.Part]]) -> list[list[list[quoting.Part]]]:
+    """Group argv for reading: a new line at each --option after the program's words."""
+    lines: list[list[list[quoting.Part]]] = [[]]
+    for token in command:
+        first = token[0] if token else ""
+        if lines[-1] and isinstance(first, str) and first.startswith("--"):
+            lines.append([])
+        lines[-1].append(token)
+    return lines
+
+
+def _nodes_note(plan: StagePlan) -> str:
+    if plan.spec is None:
+        return "One node."
+    generator = next(iter(plan.stage.foreach or {}))
+    if plan.runtime:
+        return (
+            f"Fan-out ({generator}) decided at run time from {plan.waits_for}; "
+            f"nodes set {', '.join(plan.fields) or 'nothing'} through VARS."
+        )
+    return (
+        f"{len(plan.items)} nodes ({generator} fan-out); "
+        f"each sets {', '.join(plan.fields) or 'nothing'} through VARS."
+    )
+
+
+def _item_fields(spec: fanout.Spec | None) -> list[str]:
+    return spec.fields() if spec is not None else []  # type: ignore[attr-defined]
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def apptainer_binds(config: Config, run_dir: Path) -> list[str]:
+    """Run dir, local data dirs and configured binds; nested dirs collapse into parents."""
+    paths = [str(run_dir), *(d for d in config.dirs.values() if "://" not in d)]
+    binds = []
+    for path in sorted(set(paths)):
+        if not any(path.startswith(parent.rstrip("/") + "/") for parent in binds):
+            binds.append(path)
+    return binds + [b for b in config.condor.binds if b not in binds]
+
+
+def megabytes(quantity: str) -> int:
+    """A validated quantity such as 16GB in MB (HTCondor's memory unit)."""
+    number, unit = float(quantity[:-2]), quantity[-2]
+    return int(number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[unit])
+
+
+# --- DAG files ------------------------------------------------------------------
+
+
+def stage_nodes(plan: StagePlan) -> list[Node]:
+    """Nodes with their escaped VARS, for a static stage or an expanded sub-DAG."""
+    if plan.spec is None:
+        return [Node(plan.name, "")]
+    fields = plan.fields
+    nodes = []
+    for item in plan.items:
+        pairs = " ".join(
+            f'{key}="{quoting.vars_value(item[key], f"stage {plan.name} item {key}")}"'
+            for key in fields
+        )
+        nodes.append(Node(graph.node_name(plan.name, item["index"]), pairs))
+    return nodes
+
+
+def _stage_view(plan: StagePlan, run_dir: Path, nodes: bool) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "runtime": plan.runtime,
+        "note": _dag_note(plan),
+        "submit": f"{run_dir}/{plan.name}.sub",
+        "retry": plan.stage.retry,
+        "max_jobs": plan.stage.max_jobs,
+        "nodes": stage_nodes(plan) if nodes else [],
+    }
+
+
+def _dag_note(plan: StagePlan) -> str:
+    if plan.runtime:
+        return f"fan-out decided at run time from {plan.waits_for}"
+    if plan.spec is None:
+        return "one node"
+    return f"{len(plan.items)} nodes"
+
+
+def dag_text(plan: Plan, python: str) -> str:
+    """The top-level aframe.dag."""
+    names = {s.name: s.node_names() for s in plan.stages}
+    edges = [
+        (sorted({n for p in s.parents for n in names[p]}, key=_natural), names[s.name])
+        for s in plan.stages
+        if s.parents
+    ]
+    return render.render_file(
+        "aframe.dag.j2",
+        pipeline=plan.config.name,
+        run_dir=str(plan.run_dir),
+        expand_command=f"{python} -m aframe_dag expand",
+        stages=[_stage_view(s, plan.run_dir, nodes=not s.runtime) for s in plan.stages],
+        edges=edges,
+    )
+
+
+def _natural(name: str) -> tuple[str, int]:
+    stem, _, index = name.rpartition("-")
+    return (stem, int(index)) if index.isdigit() else (name, -1)
+
+
+def stage_dag_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
+    """The sub-DAG of a run-time fan-out stage, once its items are known."""
+    view = _stage_view(plan, run_dir, nodes=True)
+    view["note"] = f"{len(plan.items)} nodes from {plan.spec.inputs()[0]}"  # type: ignore[union-attr]
+    return render.render_file(
+        "stage.dag.j2", pipeline=config.name, run_dir=str(run_dir), stage=view
+    )
+
+
+# --- entry points ------------------------------------------------------------
+
+
+def build(
+    config_path: str | Path,
+    run_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    targets: list[str] | tuple[str, ...] = (),
+) -> Summary:
+    """Build the run dir for a config; nothing is written unless everything renders."""
+    run_path = Path(run_dir).absolute()
+    check_run_dir_path(run_path)
+    python = sys.executable
+    check_run_dir_path(Path(python))
+    loaded = load_config(config_path, overrides)
+    plan = make_plan(loaded, run_path, targets)
+    files = {"config.yaml": dump_config(plan.config), "aframe.dag": dag_text(plan, python)}
+    for stage in plan.stages:
+        files[f"{stage.name}.sub"] = stage.submit_text
+        for script in stage.entry_scripts:
+            files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
+    dirs = [f"logs/{s.name}" for s in plan.stages]
+    data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
+    write.write_run_dir(run_path, files, dirs)
+    write.make_dirs(data_dirs)
+    return Summary(
+        pipeline=plan.config.name,
+        run_dir=run_path,
+        stages=plan.stages,
+        files=sorted(files),
+        dag=run_path / "aframe.dag",
+    )
+
+
+def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
+    """Write RUN_DIR/STAGE.dag from the stage's now-existing input; return it and its size."""
+    run_path = Path(run_dir).absolute()
+    config_file = run_path / "config.yaml"
+    if not config_file.is_file():
+        raise RunDirError(f"{run_path}: not a run dir (no config.yaml); run `aframe-dag build`")
+    loaded = load_config(config_file, env={})
+    config = loaded.config
+    if stage not in config.stages:
+        raise ConfigError(f"{config_file}: no stage {stage!r}")
+    if not config.stages[stage].foreach:
+        raise ConfigError(f"stage {stage} has no fan-out to expand")
+    plan = plan_stage(config, run_path, stage, loaded.source.where, expand_now=True)
+    path = run_path / f"{stage}.dag"
+    write.write_file(path, stage_dag_text(config, run_path, plan))
+    return path, len(plan.items)
