@@ -190,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.UsageError as exc:
+        # one line, like every other error; --help has the usage
+        command = exc.ctx.command_path if exc.ctx else "aframe-dag"
+        click.echo(f"Error: {exc.format_message()} (see {command} --help)", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -54,7 +54,7 @@ class Resources(StrictModel):
     # LIGO pattern: start at `memory`, retry held jobs at 3x their usage up to this
     max_memory: str | None = None
 
-    _units = field_validator("memory", "disk", "max_memory")(
+    _units = field_validator("memory", "disk", "max_memory", mode="before")(
         lambda v: None if v is None else _quantity(v)
     )
 
@@ -112,9 +112,9 @@ class Config(StrictModel):
 
 
 class Source:
-    """Where each key path of a config came from, for error messages."""
+    """Where each key path of a config came from (`file:line`), for error messages."""
 
-    def __init__(self, path: str, lines: dict[tuple[Any, ...], int]):
+    def __init__(self, path: str, lines: dict[tuple[Any, ...], str]):
         self.path = path
         self.lines = lines
         self.overridden: set[tuple[Any, ...]] = set()
@@ -126,7 +126,7 @@ class Source:
             if keys[:n] in self.overridden:
                 return f"--set {'.'.join(map(str, keys[:n]))}"
             if keys[:n] in self.lines:
-                return f"{self.path}:{self.lines[keys[:n]]}"
+                return self.lines[keys[:n]]
         return self.path
 
 
@@ -146,8 +146,8 @@ class LoadedConfig:
 # --- YAML with line numbers -------------------------------------------------
 
 
-def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], int]:
-    lines: dict[tuple[Any, ...], int] = {}
+def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
+    lines: dict[tuple[Any, ...], str] = {}
 
     def walk(node: yaml.Node, keys: tuple[Any, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -157,19 +157,37 @@ def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], int]:
                 if name in seen:
                     raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {name!r}")
                 seen.add(name)
-                lines[(*keys, name)] = key.start_mark.line + 1
+                lines[(*keys, name)] = f"{path}:{key.start_mark.line + 1}"
                 walk(value, (*keys, name))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                lines[(*keys, index)] = item.start_mark.line + 1
+                lines[(*keys, index)] = f"{path}:{item.start_mark.line + 1}"
                 walk(item, (*keys, index))
 
     walk(node, ())
     return lines
 
 
-def read_yaml(path: Path) -> tuple[dict[str, Any], Source]:
-    """Parse a YAML mapping; errors name `file:line`."""
+def bundled_configs() -> Path:
+    """The configs shipped with the package (wheel), or the repo's configs/."""
+    packaged = Path(__file__).parent / "configs"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "configs"
+
+
+def find_config(path: Path) -> Path:
+    """`path` itself, or a bundled config named like it (`sandbox`, `sandbox.yaml`)."""
+    if path.exists() or path.parent != Path("."):
+        return path
+    for candidate in (path.name, f"{path.name}.yaml"):
+        bundled = bundled_configs() / candidate
+        if bundled.is_file():
+            return bundled
+    return path
+
+
+def read_yaml(path: Path, children: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Source]:
+    """Parse a YAML mapping (and the config it `extends`); errors name `file:line`."""
+    path = find_config(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -188,7 +206,30 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], Source]:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys")
-    return data, Source(str(path), _line_map(node, str(path)) if node else {})
+    source = Source(str(path), _line_map(node, str(path)) if node else {})
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, source
+    if not isinstance(parent, str):
+        raise ConfigError(f"{source.where(('extends',))}: extends: must be a config file name")
+    base_path = find_config(path.parent / parent)
+    chain = (*children, path.resolve())
+    if base_path.resolve() in chain:
+        raise ConfigError(f"{source.where(('extends',))}: extends: {parent} makes a cycle")
+    base, base_source = read_yaml(base_path, chain)
+    base_source.lines.update(source.lines)
+    return _merge(base, data), Source(str(path), base_source.lines)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 # --- ${env:VAR} and ${env:VAR:-default} --------------------------------------
@@ -207,6 +248,8 @@ def interpolate_env(
     if not isinstance(data, str) or "${" not in data:
         return data
 
+    key = ".".join(map(str, keys))
+
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env and env[name] != "":
@@ -214,8 +257,8 @@ def interpolate_env(
         if default is not None:
             return default
         raise ConfigError(
-            f"{source.where(keys)}: {'.'.join(map(str, keys))}: environment variable "
-            f"{name} is not set (export it, or write ${{env:{name}:-default}})"
+            f"{source.where(keys)}: {key}: environment variable {name} is not set "
+            f"(export it, pass --set {key}=VALUE, or write ${{env:{name}:-default}})"
         )
 
     result = ENV_REF.sub(replace, data)

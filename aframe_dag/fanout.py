@@ -55,6 +55,8 @@ def read_segments(path: str) -> list[tuple[float, float]]:
             if len(fields) != 4:
                 raise ValueError
             start, duration = float(fields[1]), float(fields[3])
+            if not (math.isfinite(start) and math.isfinite(duration)):
+                raise ValueError
         except ValueError:
             raise FanoutError(
                 f"{path}:{number}: expected 'index start stop duration', got {line!r}"
@@ -153,24 +155,29 @@ class Count(Spec):
     psd_segments: str | None = None
     max_duration: float = -1
 
+    @model_validator(mode="after")
+    def _positive(self) -> Count:
+        _check_max_duration(self.max_duration)
+        return self
+
     def inputs(self) -> list[str]:
         return [self.psd_segments] if self.psd_segments else []
 
     def fields(self) -> list[str]:
-        optional = {"num_signals": self.num_signals, "psd_segment": self.psd_segments}
-        return ["index", *(k for k, v in optional.items() if v is not None)]
+        optional = {"num_signals": self.num_signals is not None, "psd_segment": self.psd_segments}
+        return ["index", *(k for k, wanted in optional.items() if wanted)]
 
     def items(self) -> list[Item]:
         extra = {}
         if self.psd_segments:
             extra["psd_segment"] = _last_segment(self.psd_segments, self.max_duration)
-        items = []
-        share, remainder = divmod(self.num_signals or 0, self.num_jobs)
-        for n in range(self.num_jobs):
-            item = {"index": str(self.start_index + n), **extra}
-            if self.num_signals is not None:
-                item["num_signals"] = str(share + (remainder if n == 0 else 0))
-            items.append(item)
+        first = self.start_index
+        items = [{"index": str(n), **extra} for n in range(first, first + self.num_jobs)]
+        if self.num_signals is not None:
+            share, remainder = divmod(self.num_signals, self.num_jobs)
+            for item in items:
+                item["num_signals"] = str(share)
+            items[0]["num_signals"] = str(share + remainder)
         return items
 
 
@@ -345,6 +352,8 @@ def _check_lists(values: dict[str, Any], exactly_one: bool) -> None:
     for name, options in values.items():
         if not name.isidentifier():
             raise ValueError(f"{name!r} is not a valid item name")
+        if name == "index":
+            raise ValueError("'index' is reserved for the node number; choose another name")
         if not isinstance(options, list) or not options:
             raise ValueError(f"{name} must be a non-empty list of values")
 

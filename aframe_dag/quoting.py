@@ -25,6 +25,7 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MACRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NEEDS_SINGLE_QUOTES = re.compile(r"[\s']")
 _FORBIDDEN = ("\n", "\r", "\x00")
+_SPECIAL = re.compile(r"[\"'$\\\n\r\x00]")
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,11 @@ def vars_value(value: str, what: str) -> str:
     return dag_escape(_escape_quoted(value))
 
 
+def needs_escape(value: str) -> bool:
+    """Whether `vars_value` would change or refuse `value` (most values: numbers, paths)."""
+    return _SPECIAL.search(value) is not None
+
+
 def dag_escape(value: str) -> str:
     """Escape a string for a double-quoted value in a DAG file."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
@@ -128,24 +134,38 @@ def dag_unescape(value: str) -> str:
     return "".join(out)
 
 
+_CONTINUED = re.compile(r"\\\n[ \t]*")
+_DOLLAR = re.compile(r"\$\(DOLLAR\)", re.IGNORECASE)
 _MACRO_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)\)")
 
 
 def expand_macros(text: str, macros: Mapping[str, str]) -> str:
-    """Submit-time macro expansion of `$(name)`; `$(DOLLAR)` is "$", unknown names ""."""
+    """Submit-time macro expansion of `$(name)`, unknown names giving "".
+
+    Expanded values are expanded again (as HTCondor does); `$(DOLLAR)` becomes "$"
+    only once that is done, so an escaped "$(" is never expanded.
+    """
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name.upper() == "DOLLAR":
-            return "$"
-        return macros.get(name, "")
+        return match.group(0) if name.upper() == "DOLLAR" else macros.get(name, "")
 
-    return _MACRO_REF.sub(replace, text)
+    for _ in range(32):
+        expanded = _MACRO_REF.sub(replace, text)
+        if expanded == text:
+            break
+        text = expanded
+    return _DOLLAR.sub("$", text)
+
+
+def join_continuations(text: str) -> str:
+    """Join submit-file lines ended by a backslash, dropping the next line's indent."""
+    return _CONTINUED.sub("", text)
 
 
 def split_arguments(value: str) -> list[str]:
     """Split a new-syntax `arguments` value (outer double quotes included) into argv."""
-    value = value.strip()
+    value = join_continuations(value).strip()
     if len(value) < 2 or value[0] != '"' or value[-1] != '"':
         raise QuotingError(f"arguments must be in double quotes: {value!r}")
     body = value[1:-1]

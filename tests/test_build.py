@@ -1,0 +1,214 @@
+"""`aframe-dag build` and `expand` on the sandbox config: golden files, HTCondor parsing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import htcondor2
+import pytest
+
+from conftest import SANDBOX, run_cli
+
+GOLDEN = Path(__file__).parent / "golden" / "sandbox"
+REGENERATE = "REGENERATE_GOLDEN=1 python -m pytest tests/test_build.py -k golden"
+SEGMENTS = "# seg\tstart\tstop\tduration\n0\t1241443783\t1241483783\t40000\n1\t1241500000\t1241510000\t10000\n"
+
+
+def build(run_dir: Path, image_dir: Path, *extra: str) -> str:
+    code, out, err = run_cli(
+        "build", str(SANDBOX), "--run-dir", str(run_dir), "--image-dir", str(image_dir), *extra
+    )
+    assert code == 0, err
+    assert err == ""
+    return out
+
+
+def normalise(text: str, run_dir: Path, image_dir: Path) -> str:
+    """Machine-specific paths as placeholders, so golden files hold on any machine."""
+    return (
+        text.replace(str(run_dir), "{RUN_DIR}")
+        .replace(str(image_dir), "{IMAGE_DIR}")
+        .replace(sys.executable, "{PYTHON}")
+    )
+
+
+def generated(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.iterdir() if p.suffix in (".dag", ".sub", ".yaml"))
+
+
+def test_sandbox_matches_golden_files(tmp_path: Path, image_dir: Path, ligo_env: None) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir)
+    files = {p.name: normalise(p.read_text(), run_dir, image_dir) for p in generated(run_dir)}
+    if os.environ.get("REGENERATE_GOLDEN"):
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for old in GOLDEN.iterdir():
+            old.unlink()
+        for name, text in files.items():
+            (GOLDEN / name).write_text(text)
+    expected = {p.name: p.read_text() for p in sorted(GOLDEN.iterdir())}
+    assert sorted(files) == sorted(expected), f"regenerate with: {REGENERATE}"
+    for name, text in files.items():
+        assert text == expected[name], f"{name} differs; if intended, regenerate: {REGENERATE}"
+
+
+@pytest.mark.parametrize("mode", ["apptainer", "container-universe", "none"])
+def test_every_submit_file_parses_with_htcondor(
+    tmp_path: Path, image_dir: Path, ligo_env: None, mode: str
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir, "--container", mode)
+    subs = sorted(run_dir.glob("*.sub"))
+    assert len(subs) == 15
+    for sub in subs:
+        submit = htcondor2.Submit(sub.read_text())
+        assert submit["accounting_group"] == "ligo.dev.o4.cbc.allsky.aframe", sub.name
+        assert submit["initialdir"] == str(run_dir)
+        universe = "container" if mode == "container-universe" else "vanilla"
+        assert submit["universe"] == universe
+        if mode == "container-universe":
+            assert submit["container_image"].startswith(str(image_dir))
+    train = htcondor2.Submit((run_dir / "train.sub").read_text())
+    assert train["request_gpus"] == "1"
+    if mode == "apptainer":
+        assert train.expand("arguments").startswith('"exec --nv --bind ')
+
+
+def test_build_is_deterministic(tmp_path: Path, image_dir: Path, ligo_env: None) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    build(first, image_dir)
+    build(second, image_dir)
+    for path in generated(first):
+        again = (second / path.name).read_text().replace(str(second), str(first))
+        assert path.read_text() == again, path.name
+
+
+def test_runtime_fanout_stages_become_subdags(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    out = build(run_dir, image_dir)
+    dag = (run_dir / "aframe.dag").read_text().splitlines()
+    segments = run_dir / "data/test/background/segments.txt"
+    assert f"  fetch_test                     decided at run time from {segments}" in out
+    assert f"SUBDAG EXTERNAL fetch_test {run_dir}/fetch_test.dag" in dag
+    assert f"SCRIPT PRE fetch_test {sys.executable} -m aframe_dag expand {run_dir} fetch_test" in dag
+    assert "PARENT fetch_test CHILD generate_testing_waveforms" in dag
+    assert "PARENT export fetch_test merge_testing_waveforms CHILD infer" in dag
+    assert "PARENT infer CHILD aggregate_infer" in dag
+    assert not (run_dir / "fetch_test.dag").exists()
+
+
+def test_expand_writes_the_subdag_line_by_line(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir)
+    (run_dir / "data/test/background/segments.txt").write_text(SEGMENTS)
+    code, out, err = run_cli("expand", str(run_dir), "fetch_test")
+    assert (code, err) == (0, "")
+    # 40000 s in pieces of 20000 s, then 10000 s: three nodes, ids from 1
+    assert out == f"wrote {run_dir}/fetch_test.dag (3 nodes)\n"
+    lines = [
+        line
+        for line in (run_dir / "fetch_test.dag").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    sub = f"{run_dir}/fetch_test.sub"
+    assert lines == [
+        f"JOBSTATE_LOG {run_dir}/fetch_test.jobstate.log",
+        f"NODE_STATUS_FILE {run_dir}/fetch_test.status 30",
+        f"JOB fetch_test-1 {sub}",
+        'VARS fetch_test-1 start="1241443783" end="1241463783"',
+        "RETRY fetch_test-1 5",
+        f"JOB fetch_test-2 {sub}",
+        'VARS fetch_test-2 start="1241463783" end="1241483783"',
+        "RETRY fetch_test-2 5",
+        f"JOB fetch_test-3 {sub}",
+        'VARS fetch_test-3 start="1241500000" end="1241510000"',
+        "RETRY fetch_test-3 5",
+    ]
+
+
+def test_expand_is_deterministic_and_throttles_inference(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir)
+    (run_dir / "data/test/background/segments.txt").write_text(SEGMENTS)
+    assert run_cli("expand", str(run_dir), "infer")[0] == 0
+    first = (run_dir / "infer.dag").read_text()
+    assert run_cli("expand", str(run_dir), "infer")[0] == 0
+    assert (run_dir / "infer.dag").read_text() == first
+    lines = first.splitlines()
+    assert 'VARS infer-0 segment="1241443783-20000" shift_tag="0-0" shifts="[0,0]"' in lines
+    assert "CATEGORY infer-0 infer" in lines
+    assert lines[-1] == "MAXJOBS infer 6"
+
+
+def test_existing_input_expands_statically(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    data = tmp_path / "data"
+    (data / "test/background").mkdir(parents=True)
+    (data / "test/background/segments.txt").write_text(SEGMENTS)
+    run_dir = tmp_path / "run"
+    out = build(run_dir, image_dir, "--data-dir", str(data))
+    assert "  fetch_test                     3 nodes" in out
+    dag = (run_dir / "aframe.dag").read_text().splitlines()
+    assert "PARENT query_test CHILD fetch_test-1 fetch_test-2 fetch_test-3" in dag
+    assert not any(line.startswith("SUBDAG EXTERNAL fetch_test ") for line in dag)
+
+
+def test_target_builds_only_what_the_stage_needs(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir, "--target", "train")
+    subs = sorted(p.stem for p in run_dir.glob("*.sub"))
+    assert subs == [
+        "fetch_train",
+        "generate_training_waveforms",
+        "generate_validation_waveforms",
+        "merge_training_waveforms",
+        "merge_validation_waveforms",
+        "query_train",
+        "train",
+    ]
+
+
+def test_flags_are_shorthands_for_config_keys(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    custom = tmp_path / "custom-train.sif"
+    custom.touch()
+    train_yaml = tmp_path / "train.yaml"
+    build(
+        run_dir, image_dir, "--image", f"train={custom}", "--config", str(train_yaml),
+        "--set", "stages.train.resources.gpus=2",
+    )
+    sub = htcondor2.Submit((run_dir / "train.sub").read_text())
+    arguments = sub.expand("arguments")
+    assert f" {custom} " in arguments
+    assert f"--config={train_yaml}" in arguments
+    assert "--trainer.strategy=ddp" in arguments
+    assert sub["request_gpus"] == "2"
+
+
+def test_entry_scripts_are_copied_into_the_run_dir(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir)
+    scripts = sorted(p.name for p in (run_dir / "entry").iterdir())
+    assert scripts == [
+        "aggregate_inference.py",
+        "merge_testing_waveforms.py",
+        "merge_training_waveforms.py",
+        "merge_validation_waveforms.py",
+    ]
+    arguments = htcondor2.Submit((run_dir / "aggregate_infer.sub").read_text())["arguments"]
+    assert f"python {run_dir}/entry/aggregate_inference.py" in arguments

@@ -1,0 +1,221 @@
+"""The CLI on bad input: one line on stderr, exit code 1 or 2, nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import htcondor2
+import pytest
+import yaml
+
+from aframe_dag.quoting import dag_unescape, expand_macros, split_arguments
+from conftest import SANDBOX, run_cli
+
+
+def host_config(tmp_path: Path, stages: dict, params: dict | None = None) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    config = {"name": "t", "params": params or {}, "condor": {"container": "none"}}
+    path.write_text(yaml.safe_dump({**config, "stages": stages}, allow_unicode=True))
+    return path
+
+
+def fails(*args: str, code: int = 1) -> str:
+    exit_code, out, err = run_cli(*args)
+    assert exit_code == code, (out, err)
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_help_names_the_keys_behind_the_shorthands() -> None:
+    code, out, _ = run_cli("build", "--help")
+    assert code == 0
+    for text in ("dirs.data", "stages.STAGE.image", "params.train_config", "condor.image_dir"):
+        assert text in out.replace("\n", " ").replace("  ", " ")
+
+
+def test_summary_lists_stages_nodes_gpus_and_the_submit_command(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(
+        "build", str(SANDBOX), "--run-dir", str(run_dir), "--image-dir", str(image_dir)
+    )
+    assert (code, err) == (0, "")
+    assert "  generate_training_waveforms    10 nodes" in out
+    assert "  train                          1 node, 1 GPU each" in out
+    assert out.endswith(f"Submit with:\n  condor_submit_dag {run_dir}/aframe.dag\n")
+
+
+def test_validate_and_show(tmp_path: Path, image_dir: Path, ligo_env: None) -> None:
+    code, out, _ = run_cli("validate", str(SANDBOX), "--image-dir", str(image_dir))
+    assert (code, out) == (0, f"{SANDBOX}: OK (15 stages)\n")
+    code, out, _ = run_cli("show", str(SANDBOX), "--set", "params.seed=7")
+    shown = yaml.safe_load(out)
+    assert shown["params"]["seed"] == 7
+    assert shown["condor"]["accounting_group"] == "ligo.dev.o4.cbc.allsky.aframe"
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nstages: {a: [\n")
+    assert fails("build", str(path), "--run-dir", str(tmp_path / "r")).startswith(
+        f"Error: {path}:3: invalid YAML"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_key(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"a": {"command": "echo", "retries": 2}})
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
+    assert line.endswith("stages.a.retries: unknown key; did you mean 'retry'?")
+    assert not (tmp_path / "r").exists()
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"a": {"command": "echo", "retry": "often"}})
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
+    assert "stages.a.retry: input should be a valid integer" in line
+
+
+def test_unknown_stage_in_dependency(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"fetch": {"command": "echo"}, "b": {"command": "echo", "after": ["fecth"]}})
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
+    assert line == "Error: stages.b.after: unknown stage 'fecth'; did you mean 'fetch'?"
+
+
+def test_unknown_target(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"train": {"command": "echo"}})
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"), "--target", "trian")
+    assert line == "Error: --target: unknown stage 'trian'; did you mean 'train'?"
+
+
+def test_dependency_cycle_is_listed(tmp_path: Path) -> None:
+    stages = {
+        "a": {"command": "echo", "after": ["c"]},
+        "b": {"command": "echo", "after": ["a"]},
+        "c": {"command": "echo", "after": ["b"]},
+    }
+    line = fails("build", str(host_config(tmp_path, stages)), "--run-dir", str(tmp_path / "r"))
+    assert line == "Error: dependency cycle: a -> c -> b -> a"
+
+
+def test_self_dependency(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"a": {"command": "echo", "after": ["a"]}})
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
+    assert line == "Error: stages.a.after: a stage cannot depend on itself"
+
+
+def test_missing_ligo_group(tmp_path: Path, image_dir: Path, ligo_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIGO_GROUP")
+    line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image-dir", str(image_dir))
+    assert "condor.accounting_group: environment variable LIGO_GROUP is not set" in line
+    assert "--set condor.accounting_group=VALUE" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_image(tmp_path: Path, image_dir: Path, ligo_env: None) -> None:
+    (image_dir / "train.sif").unlink()
+    line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image-dir", str(image_dir))
+    assert line.endswith(f"stages.train.image: no such image: {image_dir}/train.sif")
+    assert f"{SANDBOX}:" in line
+
+
+def test_no_image_dir(tmp_path: Path, ligo_env: None) -> None:
+    line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"))
+    assert "no image dir is set (--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)" in line
+
+
+def test_bad_shorthand_flag_is_a_usage_error(tmp_path: Path) -> None:
+    line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image", "train", code=2)
+    assert "expected STAGE=PATH" in line
+
+
+def test_run_dir_with_spaces_is_refused(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"a": {"command": "echo"}})
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "my run"))
+    assert "contains ' '" in line and "DAGMan's SCRIPT and JOB lines" in line
+    assert not (tmp_path / "my run").exists()
+
+
+def test_unknown_item_field_names_the_stage(tmp_path: Path) -> None:
+    stages = {"a": {"command": "echo {{ item.strat }}", "foreach": {"count": {"num_jobs": 2}}}}
+    line = fails("build", str(host_config(tmp_path, stages)), "--run-dir", str(tmp_path / "r"))
+    assert line == "Error: stages.a.command: stage a: item has no field 'strat' (fields: index)"
+
+
+def test_undefined_param_names_the_stage(tmp_path: Path) -> None:
+    stages = {"a": {"command": "echo {{ params.missing }}"}}
+    line = fails("build", str(host_config(tmp_path, stages)), "--run-dir", str(tmp_path / "r"))
+    assert line == "Error: stages.a.command: 'dict object' has no attribute 'missing'"
+
+
+def test_empty_fanout_is_a_clear_error(tmp_path: Path) -> None:
+    segments = tmp_path / "segments.txt"
+    segments.write_text("# seg\tstart\tstop\tduration\n")
+    stages = {"a": {"command": "echo {{ item.start }}", "foreach": {"segments": {"file": str(segments)}}}}
+    line = fails("build", str(host_config(tmp_path, stages)), "--run-dir", str(tmp_path / "r"))
+    assert line == f"Error: stage a: fan-out is empty (no nodes from {segments})"
+
+
+def test_failed_build_leaves_an_existing_run_dir_as_it_was(tmp_path: Path) -> None:
+    good = host_config(tmp_path, {"a": {"command": "echo one"}})
+    run_dir = tmp_path / "r"
+    assert run_cli("build", str(good), "--run-dir", str(run_dir))[0] == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    bad = host_config(tmp_path, {"a": {"command": "echo {{ params.nope }}"}})
+    fails("build", str(bad), "--run-dir", str(run_dir))
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_dagman_state_is_never_overwritten(tmp_path: Path) -> None:
+    config = host_config(tmp_path, {"a": {"command": "echo"}})
+    run_dir = tmp_path / "r"
+    assert run_cli("build", str(config), "--run-dir", str(run_dir))[0] == 0
+    (run_dir / "aframe.dag.rescue001").write_text("DONE a\n")
+    line = fails("build", str(config), "--run-dir", str(run_dir))
+    assert "holds DAGMan state (aframe.dag.rescue001)" in line
+    assert (run_dir / "aframe.dag.rescue001").read_text() == "DONE a\n"
+
+
+HOSTILE = [
+    "it's", 'say "hi"', "back\\slash\\", "two  spaces", " lead", "x$(y)z", "ünïcödé ✓",
+    "$HOME", "100%", "#hash", "",
+]
+
+
+def test_hostile_params_round_trip_into_arguments_and_environment(tmp_path: Path) -> None:
+    params = {f"p{i}": v for i, v in enumerate(HOSTILE)}
+    command = ["prog", *(f"{{{{ params.p{i} }}}}" for i in range(len(HOSTILE)))]
+    stages = {"a": {"command": command, "environment": {"V": "{{ params.p0 }}{{ params.p5 }}"}}}
+    run_dir = tmp_path / "r"
+    code, _, err = run_cli("build", str(host_config(tmp_path, stages, params)), "--run-dir", str(run_dir))
+    assert code == 0, err
+    submit = htcondor2.Submit((run_dir / "a.sub").read_text())
+    assert split_arguments(submit.expand("arguments")) == ["prog", *HOSTILE]
+    assert submit["environment"] == "\"V='it''sx$(DOLLAR)(y)z'\""
+
+
+def test_hostile_items_round_trip_through_vars(tmp_path: Path) -> None:
+    values = [v for v in HOSTILE if v]
+    stages = {"a": {"command": "prog {{ item.v }}", "foreach": {"list": {"v": values}}}}
+    run_dir = tmp_path / "r"
+    assert run_cli("build", str(host_config(tmp_path, stages)), "--run-dir", str(run_dir))[0] == 0
+    arguments = htcondor2.Submit((run_dir / "a.sub").read_text())["arguments"]
+    vars_lines = [l for l in (run_dir / "aframe.dag").read_text().splitlines() if l.startswith("VARS")]
+    assert len(vars_lines) == len(values)
+    for line, value in zip(vars_lines, values, strict=True):
+        raw = line.split(' v="', 1)[1][:-1]
+        argv = split_arguments(expand_macros(arguments, {"v": dag_unescape(raw)}))
+        assert argv == ["prog", value]
+
+
+@pytest.mark.parametrize("value", ["two\nlines", "a$$(b)", "$(DOLLAR)"])
+def test_unrepresentable_params_are_refused_by_name(tmp_path: Path, value: str) -> None:
+    stages = {"a": {"command": "prog {{ params.x }}"}}
+    path = host_config(tmp_path, stages, {"x": value})
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
+    assert line.startswith("Error: stages.a.command: contains")
+    assert not (tmp_path / "r").exists()
