@@ -142,6 +142,8 @@ def build(config: str, run_dir: str, targets: tuple[str, ...], **options: Any) -
         f"{len(summary.stages)} stages, {total_nodes} nodes known now; wrote aframe.dag, "
         f"config.yaml and {subs} .sub files"
     )
+    for warning in summary.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo("Submit with:")
     click.echo(f"  condor_submit_dag {summary.dag}")
 

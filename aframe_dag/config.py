@@ -176,7 +176,7 @@ def bundled_configs() -> Path:
 
 def find_config(path: Path) -> Path:
     """`path` itself, or a bundled config named like it (`sandbox`, `sandbox.yaml`)."""
-    if path.exists() or path.parent != Path("."):
+    if path.exists() or path.parent != Path():
         return path
     for candidate in (path.name, f"{path.name}.yaml"):
         bundled = bundled_configs() / candidate

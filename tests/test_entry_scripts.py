@@ -49,9 +49,7 @@ def run(name: str, args: list, log: Path) -> tuple[int, str, list[dict]]:
         text=True,
         check=False,
     )
-    calls = (
-        [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-    )
+    calls = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     return proc.returncode, proc.stderr, calls
 
 
@@ -125,9 +123,7 @@ def test_parse_training_args():
     args = (
         load("merge_training_waveforms")
         .build_parser()
-        .parse_args(
-            ["--input-dir", "tmp", "--output-file", "out/training_waveforms.hdf5"]
-        )
+        .parse_args(["--input-dir", "tmp", "--output-file", "out/training_waveforms.hdf5"])
     )
     assert args.input_dir == Path("tmp")
     assert args.output_file == Path("out/training_waveforms.hdf5")
@@ -171,9 +167,7 @@ def test_parse_inference_args():
     args = parser.parse_args(["--input-dir", "tmp", "--output-dir", "results"])
     assert (args.input_dir, args.output_dir) == (Path("tmp"), Path("results"))
     assert args.keep_input is False
-    assert parser.parse_args(
-        ["--input-dir", "a", "--output-dir", "b", "--keep-input"]
-    ).keep_input
+    assert parser.parse_args(["--input-dir", "a", "--output-dir", "b", "--keep-input"]).keep_input
 
 
 def _argv(name: str, input_dir: Path, tmp_path: Path) -> list[str]:
@@ -207,9 +201,7 @@ def test_no_input_files(name, tmp_path, capsys):
     assert (tmp_path / "in").exists()
 
 
-@pytest.mark.parametrize(
-    "name", ["merge_training_waveforms", "merge_validation_waveforms"]
-)
+@pytest.mark.parametrize("name", ["merge_training_waveforms", "merge_validation_waveforms"])
 def test_waveform_parts_need_integer_branch(name, tmp_path, capsys):
     fake_file(tmp_path / "in" / "waveforms-0.hdf5", 1)
     fake_file(tmp_path / "in" / "waveforms-x.hdf5", 1)
@@ -217,9 +209,7 @@ def test_waveform_parts_need_integer_branch(name, tmp_path, capsys):
     assert "unexpected files" in err and "waveforms-x.hdf5" in err
 
 
-@pytest.mark.parametrize(
-    "name", ["merge_training_waveforms", "merge_validation_waveforms"]
-)
+@pytest.mark.parametrize("name", ["merge_training_waveforms", "merge_validation_waveforms"])
 def test_output_file_inside_removed_input_dir(name, tmp_path, capsys):
     fake_file(tmp_path / "in" / "waveforms-0.hdf5", 1)
     argv = _argv(name, tmp_path / "in", tmp_path)
@@ -284,10 +274,7 @@ def test_inference_node_order_and_shift_parsing(tmp_path):
 def test_training_run(tmp_path, num_files, n, chunk_rows):
     src, out = tmp_path / "training_waveforms", tmp_path / "data" / "training.hdf5"
     # law branch order is numeric: waveforms-2 comes before waveforms-10
-    parts = [
-        fake_file(src / f"waveforms-{i}.hdf5", n, [n, 2, 2048])
-        for i in range(num_files)
-    ]
+    parts = [fake_file(src / f"waveforms-{i}.hdf5", n, [n, 2, 2048]) for i in range(num_files)]
     args = ["--input-dir", src, "--output-file", out]
     rc, err, calls = run("merge_training_waveforms", args, tmp_path / "calls.jsonl")
     assert rc == 0, err
@@ -318,9 +305,7 @@ def test_testing_run(tmp_path):
     waveforms, rejected = src / "waveforms.hdf5", src / "rejected-parameters.hdf5"
     branches = [0, 1, 2, 10]
     wave_parts = [fake_file(src / f"tmp-{i}" / "waveforms.hdf5", 4) for i in branches]
-    rej_parts = [
-        fake_file(src / f"tmp-{i}" / "rejected-parameters.hdf5", 9) for i in branches
-    ]
+    rej_parts = [fake_file(src / f"tmp-{i}" / "rejected-parameters.hdf5", 9) for i in branches]
     args = ["--input-dir", src, "--waveforms-file", waveforms]
     args += ["--rejected-file", rejected, "--ifos", "H1", "L1"]
     rc, err, calls = run("merge_testing_waveforms", args, tmp_path / "calls.jsonl")
@@ -413,9 +398,7 @@ def test_inference_run(tmp_path, nodes, keep):
     for name, background, foreground in reversed(nodes):
         fake_file(src / name / "background.hdf5", background)
         fake_file(src / name / "foreground.hdf5", foreground)
-    args = ["--input-dir", src, "--output-dir", out] + (
-        ["--keep-input"] if keep else []
-    )
+    args = ["--input-dir", src, "--output-dir", out] + (["--keep-input"] if keep else [])
     rc, err, calls = run("aggregate_inference", args, tmp_path / "calls.jsonl")
     assert rc == 0, err
     assert calls == expected_infer_calls(nodes, src, out)
