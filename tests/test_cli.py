@@ -228,7 +228,9 @@ def test_hostile_items_round_trip_through_vars(tmp_path: Path) -> None:
     assert run_cli("build", str(host_config(tmp_path, stages)), "--run-dir", str(run_dir))[0] == 0
     arguments = htcondor2.Submit((run_dir / "a.sub").read_text())["arguments"]
     vars_lines = [
-        l for line in (run_dir / "aframe.dag").read_text().splitlines() if l.startswith("VARS")
+        line
+        for line in (run_dir / "aframe.dag").read_text().splitlines()
+        if line.startswith("VARS")
     ]
     assert len(vars_lines) == len(values)
     for line, value in zip(vars_lines, values, strict=True):
