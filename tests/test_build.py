@@ -25,9 +25,9 @@ def build(run_dir: Path, image_dir: Path, *extra: str) -> str:
     )
     assert code == 0, err
     # pytest's tmp_path is under /tmp, which DAGMan refuses: the build says so
-    assert (
-        err
-        == f"Warning: {run_dir} is under /tmp, where DAGMan's strict mode refuses its node log: build elsewhere to submit with condor_submit_dag\n"
+    assert err == (
+        f"Warning: {run_dir} is under /tmp, where DAGMan's strict mode refuses its node log: "
+        "build elsewhere to submit with condor_submit_dag\n"
     )
     return out
 
