@@ -88,6 +88,9 @@ class Condor(StrictModel):
     accounting_group: str | None = None
     accounting_group_user: str | None = None
     use_oauth_services: str = "scitokens"
+    # a job held this long (s) is removed, so its node fails and RETRY or the rescue
+    # DAG take over instead of the workflow waiting for ever; 0 keeps held jobs
+    remove_held_after: int = Field(3600, ge=0)
     environment: dict[str, str] = {}
     getenv: list[str] = DATAFIND_ENV
 

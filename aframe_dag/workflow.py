@@ -70,13 +70,13 @@ class Summary:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_run_dir_path(run_dir: Path) -> None:
-    """DAGMan SCRIPT lines split on whitespace and expand $: refuse such run dirs."""
-    bad = [c for c in _UNSAFE_PATH if c in str(run_dir)]
+def check_dag_path(path: Path, what: str) -> None:
+    """DAGMan JOB/SCRIPT lines split on whitespace and expand $: refuse such paths."""
+    bad = [c for c in _UNSAFE_PATH if c in str(path)]
     if bad:
         raise RunDirError(
-            f"run dir {str(run_dir)!r} contains {bad[0]!r}; DAGMan's SCRIPT and JOB "
-            "lines cannot carry it: choose a path without spaces, quotes, $ or \\"
+            f"{what} {str(path)!r} contains {bad[0]!r}, which DAGMan's JOB and SCRIPT "
+            "lines cannot carry: use a path without spaces, quotes, $ or \\"
         )
 
 
@@ -259,6 +259,8 @@ def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
         resources=memory,
         memory_mb=megabytes(memory.memory) if memory.max_memory else 0,
         max_memory_mb=megabytes(memory.max_memory) if memory.max_memory else 0,
+        remove_held_after=condor.remove_held_after,
+        periodic_remove=_periodic_remove(condor.remove_held_after, memory.max_memory),
         accounting_group=condor.accounting_group,
         accounting_group_user=condor.accounting_group_user,
         use_oauth_services=condor.use_oauth_services,
@@ -274,6 +276,16 @@ def _option_lines(command: list[list[quoting.Part]]) -> list[list[list[quoting.P
             lines.append([])
         lines[-1].append(token)
     return lines
+
+
+def _periodic_remove(held_for: int, max_memory: str | None) -> list[str]:
+    """ClassAd clauses that remove a job: held too long, or past its memory ceiling."""
+    clauses = []
+    if held_for:
+        clauses.append(f"(JobStatus == 5 && time() - EnteredCurrentStatus > {held_for})")
+    if max_memory:
+        clauses.append(f"(JobStatus == 2 && MemoryUsage >= {megabytes(max_memory)})")
+    return clauses
 
 
 def _nodes_note(plan: StagePlan) -> str:
@@ -410,9 +422,9 @@ def build(
 ) -> Summary:
     """Build the run dir for a config; nothing is written unless everything renders."""
     run_path = Path(run_dir).absolute()
-    check_run_dir_path(run_path)
+    check_dag_path(run_path, "run dir")
     python = sys.executable
-    check_run_dir_path(Path(python))
+    check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
     loaded = load_config(config_path, overrides)
     plan = make_plan(loaded, run_path, targets)
     files = {"config.yaml": dump_config(plan.config), "aframe.dag": dag_text(plan, python)}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
+import classad2
 import htcondor2
 import pytest
 from conftest import SANDBOX, run_cli
@@ -225,3 +227,36 @@ def test_entry_scripts_are_copied_into_the_run_dir(
     ]
     arguments = htcondor2.Submit((run_dir / "aggregate_infer.sub").read_text())["arguments"]
     assert f"python {run_dir}/entry/aggregate_inference.py" in arguments
+
+
+def test_memory_escalation_follows_the_ligo_pattern(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir, "--set", "stages.fetch_train.resources.max_memory=64GB")
+    submit = htcondor2.Submit((run_dir / "fetch_train.sub").read_text())
+    request = classad2.ExprTree(submit["request_memory"])
+    assert request.eval(classad2.ClassAd()) == 16384  # 16GB before any usage is known
+    assert request.eval(classad2.ClassAd({"MemoryUsage": 20000})) == 60000
+    release = classad2.ExprTree(submit["periodic_release"])
+    assert release.eval(classad2.ClassAd({"JobStatus": 5, "HoldReasonCode": 34})) is True
+    assert release.eval(classad2.ClassAd({"JobStatus": 5, "HoldReasonCode": 12})) is False
+    remove = classad2.ExprTree(submit["periodic_remove"])
+    assert remove.eval(classad2.ClassAd({"JobStatus": 2, "MemoryUsage": 65536})) is True
+    assert remove.eval(classad2.ClassAd({"JobStatus": 2, "MemoryUsage": 60000})) is False
+
+
+def test_held_jobs_are_removed_after_a_bound(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir, "--set", "condor.remove_held_after=600")
+    remove = classad2.ExprTree(
+        htcondor2.Submit((run_dir / "train.sub").read_text())["periodic_remove"]
+    )
+    held = {"JobStatus": 5, "EnteredCurrentStatus": int(time.time()) - 601}
+    assert remove.eval(classad2.ClassAd(held)) is True
+    held["EnteredCurrentStatus"] = int(time.time())
+    assert remove.eval(classad2.ClassAd(held)) is False
+    build(tmp_path / "keep", image_dir, "--set", "condor.remove_held_after=0")
+    assert "periodic_remove" not in (tmp_path / "keep" / "train.sub").read_text()

@@ -146,7 +146,7 @@ def test_bad_shorthand_flag_is_a_usage_error(tmp_path: Path) -> None:
 def test_run_dir_with_spaces_is_refused(tmp_path: Path) -> None:
     path = host_config(tmp_path, {"a": {"command": "echo"}})
     line = fails("build", str(path), "--run-dir", str(tmp_path / "my run"))
-    assert "contains ' '" in line and "DAGMan's SCRIPT and JOB lines" in line
+    assert "contains ' ', which DAGMan's JOB and SCRIPT lines cannot carry" in line
     assert not (tmp_path / "my run").exists()
 
 
