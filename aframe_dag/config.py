@@ -5,16 +5,17 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import types
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aframe_dag import schema
 from aframe_dag.errors import ConfigError
+from aframe_dag.schema import rule
 
 Generator = Literal["count", "list", "product", "segments", "timeslides"]
 ContainerMode = Literal["apptainer", "container-universe", "none"]
@@ -35,83 +36,90 @@ DATAFIND_ENV = [
 ]
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _quantity(value: str) -> str:
-    match = QUANTITY.fullmatch(str(value).strip())
+def _quantity(value: Any) -> str:
+    match = QUANTITY.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"must be a number with a unit (K, M, G, T), e.g. 16GB; got {value!r}")
     return f"{match.group(1)}{match.group(2).upper()}B"
 
 
-class Resources(StrictModel):
-    cpus: int = Field(1, ge=1, le=1024)
-    memory: str = "2GB"
-    disk: str = "1GB"
-    gpus: int = Field(0, ge=0, le=64)
+def _generator(foreach: dict[str, Any]) -> dict[str, Any]:
+    if len(foreach) != 1:
+        raise ValueError(f"pick exactly one generator of {', '.join(GENERATORS)}")
+    (name,) = foreach
+    if name not in GENERATORS:
+        hint = difflib.get_close_matches(name, GENERATORS, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(
+            f"unknown generator {name!r} (allowed: {', '.join(GENERATORS)}){suggestion}"
+        )
+    return foreach
+
+
+def _stage_names(stages: dict[str, Any]) -> dict[str, Any]:
+    for name in stages:
+        if not re.fullmatch(NAME, name):
+            raise ValueError(
+                f"stage name {name!r} must start with a letter and use only letters, digits and _"
+            )
+    return stages
+
+
+def _pipeline_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"must use only letters, digits, '_', '.' and '-', got {name!r}")
+    return name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    cpus: int = rule(1, ge=1, le=1024)
+    # int accepted so that `memory: 16` gets the "needs a unit" message; stored as str
+    memory: str | int = rule("2GB", check=_quantity)
+    disk: str | int = rule("1GB", check=_quantity)
+    gpus: int = rule(0, ge=0, le=64)
     # LIGO pattern: start at `memory`, retry held jobs at 3x their usage up to this
-    max_memory: str | None = None
-
-    _units = field_validator("memory", "disk", "max_memory", mode="before")(
-        lambda v: None if v is None else _quantity(v)
-    )
+    max_memory: str | int | None = rule(None, check=_quantity)
 
 
-class Stage(StrictModel):
+@dataclass(frozen=True, kw_only=True)
+class Stage:
     description: str = ""
-    after: list[str] = []
+    after: list[str] = rule([])
     image: str | None = None
     command: str | list[str]
-    foreach: dict[Generator, dict[str, Any]] | None = None
-    resources: Resources = Resources()
-    retry: int = Field(0, ge=0, le=100)
-    max_jobs: int | None = Field(None, ge=1)
-    environment: dict[str, str] = {}
-    getenv: list[str] = []
-    outputs: list[str] = []
-
-    @field_validator("foreach")
-    @classmethod
-    def _one_generator(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(value) != 1:
-            raise ValueError(f"pick exactly one generator of {', '.join(GENERATORS)}")
-        return value
+    foreach: dict[str, dict[str, Any]] | None = rule(None, check=_generator)
+    resources: Resources = field(default_factory=Resources)
+    retry: int = rule(0, ge=0, le=100)
+    max_jobs: int | None = rule(None, ge=1)
+    environment: dict[str, str] = rule({})
+    getenv: list[str] = rule([])
+    outputs: list[str] = rule([])
 
 
-class Condor(StrictModel):
+@dataclass(frozen=True, kw_only=True)
+class Condor:
     container: ContainerMode = "apptainer"
     image_dir: str | None = None
     apptainer: str = "/usr/bin/apptainer"
-    binds: list[str] = []
+    binds: list[str] = rule([])
     accounting_group: str | None = None
     accounting_group_user: str | None = None
     use_oauth_services: str = "scitokens"
     # a job held this long (s) is removed, so its node fails and RETRY or the rescue
     # DAG take over instead of the workflow waiting for ever; 0 keeps held jobs
-    remove_held_after: int = Field(3600, ge=0)
-    environment: dict[str, str] = {}
-    getenv: list[str] = DATAFIND_ENV
+    remove_held_after: int = rule(3600, ge=0)
+    environment: dict[str, str] = rule({})
+    getenv: list[str] = rule(DATAFIND_ENV)
 
 
-class Config(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    params: dict[str, Any] = {}
-    dirs: dict[str, str] = {}
-    condor: Condor = Condor()
-    stages: dict[str, Stage]
-
-    @field_validator("stages")
-    @classmethod
-    def _stage_names(cls, stages: dict[str, Stage]) -> dict[str, Stage]:
-        for name in stages:
-            if not re.fullmatch(NAME, name):
-                raise ValueError(
-                    f"stage name {name!r} must start with a letter and use only "
-                    "letters, digits and _"
-                )
-        return stages
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    name: str = rule(check=_pipeline_name)
+    params: dict[str, Any] = rule({})
+    dirs: dict[str, str] = rule({})
+    condor: Condor = field(default_factory=Condor)
+    stages: dict[str, Stage] = rule(check=_stage_names)
 
 
 class Source:
@@ -312,70 +320,13 @@ def _step(node: Any, name: str, key: str) -> tuple[Any, Any]:
 # --- validation ---------------------------------------------------------------
 
 
-def _allowed_keys(loc: Sequence[Any]) -> list[str]:
-    """Field names of the model that holds the last key of `loc`."""
-    annotation: Any = Config
-    for key in loc:
-        annotation = _unwrap(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(str(key))
-            if field is None:
-                return []
-            annotation = field.annotation
-        elif typing.get_origin(annotation) in (dict, list):
-            annotation = typing.get_args(annotation)[-1]
-        else:
-            return []
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            if arg is not type(None):
-                return arg
-    return annotation
-
-
-def _format(error: Any) -> tuple[tuple[Any, ...], str]:
-    loc = tuple(k for k in error["loc"] if not (isinstance(k, str) and "[" in k))
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        message = "unknown key"
-        if hint:
-            message += f"; did you mean {hint[0]!r}?"
-        elif allowed:
-            message += f"; allowed keys: {', '.join(allowed)}"
-        return loc, message
-    if kind == "missing":
-        return loc, "required key is missing"
-    if kind == "literal_error" and loc and loc[-2:-1] == ("foreach",):
-        hint = difflib.get_close_matches(str(loc[-1]), GENERATORS, n=1)
-        message = f"unknown generator; allowed: {', '.join(GENERATORS)}"
-        return loc, message + (f" (did you mean {hint[0]!r}?)" if hint else "")
-    message = str(error["msg"])
-    message = message.removeprefix("Value error, ")
-    message = message[0].lower() + message[1:]
-    if "input" in error and kind not in ("value_error",):
-        message += f", got {error['input']!r}"
-    return loc, message
-
-
 def validate(data: dict[str, Any], source: Source) -> Config:
-    """Validate a config mapping; the first error names file:line and key path."""
+    """Validate a config mapping; the error names file:line and key path."""
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        loc, message = _format(errors[0])
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        where = source.where(loc)
-        raise ConfigError(f"{where}: {'.'.join(map(str, loc))}: {message}{more}") from None
+        return schema.validate(Config, data)
+    except schema.SchemaError as exc:
+        where = source.where(exc.path)
+        raise ConfigError(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}") from None
 
 
 def load_config(
@@ -393,5 +344,4 @@ def load_config(
 
 def dump_config(config: Config) -> str:
     """The config as YAML, keys in declaration order."""
-    data = config.model_dump(mode="json")
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.safe_dump(schema.dump(config), sort_keys=False, allow_unicode=True, width=100)

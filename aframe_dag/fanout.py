@@ -13,16 +13,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from dataclasses import dataclass
 
+from aframe_dag import schema
 from aframe_dag.errors import FanoutError
+from aframe_dag.schema import rule
 
 Item = dict[str, str]
 MAX_ITEMS = 200_000
 
 
-class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """A generator's parameters; subclasses list their items."""
+
+    def check(self) -> None:
+        """Raise ValueError if the parameters contradict each other."""
+
+    def inputs(self) -> list[str]:
+        """Files the items are read from (they decide static vs run-time fan-out)."""
+        return []
+
+    def fields(self) -> list[str]:
+        """Names of each item's fields."""
+        raise NotImplementedError
+
+    def items(self) -> list[Item]:
+        """One item per node."""
+        raise NotImplementedError
 
 
 def num(value: float) -> str:
@@ -145,20 +163,19 @@ def shifts_from_num_signals(
 # --- generators -----------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
 class Count(Spec):
     """`num_jobs` nodes; `num_signals` split evenly, node 0 takes the remainder."""
 
-    num_jobs: int = Field(ge=1, le=MAX_ITEMS)
-    num_signals: int | None = Field(None, ge=0)
-    start_index: int = Field(0, ge=0)
+    num_jobs: int = rule(ge=1, le=MAX_ITEMS)
+    num_signals: int | None = rule(None, ge=0)
+    start_index: int = rule(0, ge=0)
     # optional: expose the last background file of a segments file as item.psd_segment
     psd_segments: str | None = None
     max_duration: float = -1
 
-    @model_validator(mode="after")
-    def _positive(self) -> Count:
+    def check(self) -> None:
         _check_max_duration(self.max_duration)
-        return self
 
     def inputs(self) -> list[str]:
         return [self.psd_segments] if self.psd_segments else []
@@ -181,46 +198,40 @@ class Count(Spec):
         return items
 
 
+@dataclass(frozen=True)
 class ListOf(Spec):
     """One node per value: `list: {name: [values]}`."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    values: dict[str, list[Any]]
 
-    @model_validator(mode="after")
-    def _one_list(self) -> ListOf:
-        _check_lists(self.model_extra or {}, exactly_one=True)
-        return self
-
-    def inputs(self) -> list[str]:
-        return []
+    def check(self) -> None:
+        _check_lists(self.values, exactly_one=True)
 
     def fields(self) -> list[str]:
-        return ["index", *(self.model_extra or {})]
+        return ["index", *self.values]
 
     def items(self) -> list[Item]:
-        return _product(self.model_extra or {})
+        return _product(self.values)
 
 
+@dataclass(frozen=True)
 class Product(ListOf):
     """One node per combination: `product: {a: [...], b: [...]}` (last key fastest)."""
 
-    @model_validator(mode="after")
-    def _one_list(self) -> Product:
-        _check_lists(self.model_extra or {}, exactly_one=False)
-        return self
+    def check(self) -> None:
+        _check_lists(self.values, exactly_one=False)
 
 
+@dataclass(frozen=True, kw_only=True)
 class Segments(Spec):
     """One node per piece (at most `max_duration` s) of each segment in a segwizard file."""
 
     file: str
-    max_duration: float = Field(-1)
-    start_index: int = Field(1, ge=0)
+    max_duration: float = -1
+    start_index: int = rule(1, ge=0)
 
-    @model_validator(mode="after")
-    def _positive(self) -> Segments:
+    def check(self) -> None:
         _check_max_duration(self.max_duration)
-        return self
 
     def inputs(self) -> list[str]:
         return [self.file]
@@ -242,6 +253,7 @@ class Segments(Spec):
         ]
 
 
+@dataclass(frozen=True, kw_only=True)
 class Timeslides(Spec):
     """Background files x timeslides that leave analysable time (Aframe's rule).
 
@@ -251,18 +263,17 @@ class Timeslides(Spec):
 
     segments: str
     max_duration: float = -1
-    shifts: list[float] = Field(min_length=1)
-    psd_length: float = Field(ge=0)
-    Tb: float | None = Field(None, ge=0)
+    shifts: list[float] = rule(min_length=1)
+    psd_length: float = rule(ge=0)
+    Tb: float | None = rule(None, ge=0)
     zero_lag: bool = False
-    num_signals: int | None = Field(None, ge=0)
-    spacing: float | None = Field(None, gt=0)
-    buffer: float | None = Field(None, ge=0)
-    waveform_duration: float | None = Field(None, ge=0)
-    start_index: int = Field(0, ge=0)
+    num_signals: int | None = rule(None, ge=0)
+    spacing: float | None = rule(None, gt=0)
+    buffer: float | None = rule(None, ge=0)
+    waveform_duration: float | None = rule(None, ge=0)
+    start_index: int = rule(0, ge=0)
 
-    @model_validator(mode="after")
-    def _one_rule(self) -> Timeslides:
+    def check(self) -> None:
         _check_max_duration(self.max_duration)
         by_signals = (self.num_signals, self.spacing, self.buffer, self.waveform_duration)
         if (self.Tb is None) == (self.num_signals is None):
@@ -271,7 +282,6 @@ class Timeslides(Spec):
             raise ValueError("num_signals needs spacing, buffer and waveform_duration")
         if max(self.shifts) <= 0:
             raise ValueError("the largest shift must be > 0")
-        return self
 
     def inputs(self) -> list[str]:
         return [self.segments]
@@ -384,25 +394,27 @@ def _last_segment(path: str, max_duration: float) -> str:
     return segment_tag(*segments[-1])
 
 
-def parse_spec(name: str, params: dict[str, Any], where: Callable[[str], str]) -> Spec:
+def parse_spec(name: str, params: Any, where: Callable[[str], str]) -> Spec:
     """Validate a generator's parameters; `where(key)` prefixes error messages."""
+    cls = GENERATORS[name]
     try:
-        return GENERATORS[name].model_validate(params)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(k) for k in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown parameter; allowed: {', '.join(GENERATORS[name].model_fields)}"
-        elif error["type"] not in ("value_error", "missing") and "input" in error:
-            message += f", got {error['input']!r}"
-        raise FanoutError(f"{where(key)}: {message}") from None
+        if cls in (ListOf, Product):
+            if not isinstance(params, dict):
+                raise schema.SchemaError((), f"must be a mapping of name: [values], got {params!r}")
+            spec: Spec = cls(values=dict(params))
+            spec.check()
+            return spec
+        return schema.validate(cls, params)
+    except ValueError as exc:
+        path = exc.path if isinstance(exc, schema.SchemaError) else ()
+        message = exc.message if isinstance(exc, schema.SchemaError) else str(exc)
+        raise FanoutError(f"{where('.'.join(map(str, path)))}: {message}") from None
 
 
 def expand(spec: Spec, stage: str) -> list[Item]:
     """All items of a generator, or a FanoutError naming the stage."""
     try:
-        items: list[Item] = spec.items()  # type: ignore[attr-defined]
+        items = spec.items()
     except FanoutError as exc:
         raise FanoutError(f"stage {stage}: {exc}") from None
     if len(items) > MAX_ITEMS:

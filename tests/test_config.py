@@ -61,7 +61,7 @@ def test_wrong_value_names_key_path_and_allowed_values(tmp_path: Path) -> None:
         load_config(path, env={})
     message = str(error.value)
     assert message.startswith(f"{path}:5: condor.container: ")
-    assert "'apptainer', 'container-universe' or 'none'" in message
+    assert "must be one of 'apptainer', 'container-universe' or 'none'" in message
     assert "got 'docker'" in message
 
 

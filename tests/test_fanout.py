@@ -391,14 +391,14 @@ def test_count_bad_max_duration_is_refused(tmp_path, value):
 def test_count_validation():
     with pytest.raises(
         FanoutError,
-        match=r"^stages\.s\.foreach\.num_jobs: Input should be greater than or equal to 1",
+        match=r"^stages\.s\.foreach\.num_jobs: must be >= 1, got 0",
     ):
         parse_spec("count", {"num_jobs": 0}, where)
-    with pytest.raises(
-        FanoutError, match=r"num_signals: Input should be greater than or equal to 0"
-    ):
+    with pytest.raises(FanoutError, match=r"num_signals: must be >= 0, got -1"):
         parse_spec("count", {"num_jobs": 1, "num_signals": -1}, where)
-    with pytest.raises(FanoutError, match=r"^stages\.s\.foreach\.num_jobs: Field required"):
+    with pytest.raises(
+        FanoutError, match=r"^stages\.s\.foreach\.num_jobs: required key is missing"
+    ):
         parse_spec("count", {}, where)
 
 
@@ -752,13 +752,10 @@ def test_timeslides_unreachable_tb_names_stage(tmp_path):
         ),
         ({"Tb": 800, "shifts": [0, 0]}, r"the largest shift must be > 0"),
         ({"Tb": 800, "shifts": [0, -1]}, r"the largest shift must be > 0"),
-        ({"Tb": 800, "shifts": []}, r"shifts: List should have at least 1 item"),
+        ({"Tb": 800, "shifts": []}, r"shifts: must have at least 1 item"),
         ({"Tb": 800, "max_duration": 0}, r"max_duration must be > 0 or -1"),
-        ({"Tb": -1}, r"Tb: Input should be greater than or equal to 0"),
-        (
-            {"Tb": 800, "spacing": 0, "num_signals": None},
-            r"spacing: Input should be greater than 0",
-        ),
+        ({"Tb": -1}, r"Tb: must be >= 0, got -1"),
+        ({"Tb": 800, "spacing": 0, "num_signals": None}, r"spacing: must be > 0, got 0"),
     ],
 )
 def test_timeslides_validation(tmp_path, params, message):
@@ -775,7 +772,7 @@ def test_parse_spec_unknown_parameter_lists_allowed():
     with pytest.raises(
         FanoutError,
         match=(
-            r"^stages\.s\.foreach\.bogus: unknown parameter; allowed: "
+            r"^stages\.s\.foreach\.bogus: unknown key; allowed keys: "
             r"num_jobs, num_signals, start_index, psd_segments, max_duration$"
         ),
     ):
@@ -785,8 +782,7 @@ def test_parse_spec_unknown_parameter_lists_allowed():
 def test_parse_spec_unknown_segments_parameter():
     with pytest.raises(
         FanoutError,
-        match=r"^stages\.s\.foreach\.max_durations: unknown parameter; allowed: "
-        r"file, max_duration, start_index$",
+        match=r"^stages\.s\.foreach\.max_durations: unknown key; did you mean 'max_duration'\?$",
     ):
         parse_spec("segments", {"file": "x", "max_durations": 10}, where)
 
@@ -794,15 +790,15 @@ def test_parse_spec_unknown_segments_parameter():
 def test_parse_spec_bad_type_names_key_and_value():
     with pytest.raises(
         FanoutError,
-        match=r"^stages\.s\.foreach\.max_duration: Input should be a valid number.*'abc'",
+        match=r"^stages\.s\.foreach\.max_duration: must be a number, got 'abc'$",
     ):
         parse_spec("segments", {"file": "x", "max_duration": "abc"}, where)
 
 
 def test_parse_spec_missing_key():
-    with pytest.raises(FanoutError, match=r"^stages\.s\.foreach\.file: Field required$"):
+    with pytest.raises(FanoutError, match=r"^stages\.s\.foreach\.file: required key is missing$"):
         parse_spec("segments", {}, where)
-    with pytest.raises(FanoutError, match=r"psd_length: Field required"):
+    with pytest.raises(FanoutError, match=r"psd_length: required key is missing"):
         parse_spec("timeslides", {"segments": "x", "shifts": [0, 1], "Tb": 0}, where)
 
 
@@ -820,7 +816,7 @@ def test_count_over_max_items_refused_at_validation():
     assert parse_spec("count", {"num_jobs": MAX_ITEMS}, where).num_jobs == 200_000
     with pytest.raises(
         FanoutError,
-        match=r"^stages\.s\.foreach\.num_jobs: Input should be less than or equal to 200000",
+        match=r"^stages\.s\.foreach\.num_jobs: must be <= 200000, got 200001",
     ):
         parse_spec("count", {"num_jobs": MAX_ITEMS + 1}, where)
 

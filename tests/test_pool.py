@@ -1,0 +1,278 @@
+"""Generated DAGs under a real HTCondor pool (scripts/personal-pool): DAGMan is the arbiter.
+
+Run inside the pool: `scripts/personal-pool run python -m pytest -m condor`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import IMAGES, SANDBOX, run_cli
+
+pytestmark = pytest.mark.condor
+PROGRAMS = Path(__file__).parent / "pool_programs.py"
+DAG_TIMEOUT = 240
+
+
+def _pool_problem() -> str | None:
+    if shutil.which("condor_submit_dag") is None:
+        return "no HTCondor here (start one with scripts/personal-pool up, run tests inside it)"
+    probe = subprocess.run(["condor_q", "-totals"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"condor_q fails: {probe.stderr.strip()[:200]}"
+    if not os.environ.get("AFRAME_DAG_RUNS_DIR"):
+        return "AFRAME_DAG_RUNS_DIR is not set (scripts/personal-pool run sets it)"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pool() -> None:
+    problem = _pool_problem()
+    if problem and os.environ.get("AFRAME_DAG_REQUIRE_POOL"):
+        pytest.fail(f"the pool tests must run here, but: {problem}")
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def run_root(request: pytest.FixtureRequest) -> Path:
+    """A fresh dir outside /tmp (DAGMan's strict mode refuses /tmp)."""
+    root = Path(os.environ["AFRAME_DAG_RUNS_DIR"]) / f"{request.node.name}-{uuid.uuid4().hex[:8]}"
+    root.mkdir(parents=True)
+    return root
+
+
+def build(config: Path, run_dir: Path, *extra: str) -> None:
+    code, _, err = run_cli("build", str(config), "--run-dir", str(run_dir), *extra)
+    assert code == 0, err
+
+
+def submit_and_wait(dag: Path) -> str:
+    """condor_submit_dag, then wait for DAGMan to exit; returns its .dagman.out."""
+    done = subprocess.run(
+        ["condor_submit_dag", "-batch-name", dag.parent.name, str(dag)],
+        cwd=dag.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = dag.with_name(dag.name + ".dagman.out")
+    start = out.stat().st_size if out.exists() else 0  # a resubmission appends
+    deadline = time.monotonic() + DAG_TIMEOUT
+    while time.monotonic() < deadline:
+        text = out.read_text()[start:] if out.exists() else ""
+        if "EXITING WITH STATUS" in text:
+            return text
+        time.sleep(1)
+    raise AssertionError(f"DAGMan did not finish in {DAG_TIMEOUT} s:\n{out.read_text()[-3000:]}")
+
+
+def node_status(path: Path) -> dict[str, int]:
+    """Node name -> status name from a NODE_STATUS_FILE (ClassAds)."""
+    import classad2
+
+    statuses = {}
+    for ad in classad2.parseAds(path.read_text()):
+        if ad.get("Type") == "NodeStatus":
+            statuses[ad["Node"]] = ad["NodeStatus"]
+    return statuses
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- HTCondor accepts every file the sandbox build writes -----------------------------
+
+
+@pytest.mark.parametrize("mode", ["apptainer", "container-universe", "none"])
+def test_sandbox_submit_files_pass_condor_submit_dry_run(run_root: Path, mode: str) -> None:
+    images = run_root / "images"
+    images.mkdir()
+    for name in IMAGES:
+        (images / name).touch()  # dry-run never starts them
+    run_dir = run_root / "run"
+    env = {"LIGO_GROUP": "ligo.dev.o4.cbc.allsky.aframe", "LIGO_USERNAME": "aframe"}
+    os.environ.update(env)
+    # the personal pool has no credd: scitokens requests would fail before the job ad
+    build(
+        SANDBOX,
+        run_dir,
+        "--image-dir",
+        str(images),
+        "--container",
+        mode,
+        "--set",
+        "condor.use_oauth_services=",
+    )
+    subs = sorted(run_dir.glob("*.sub"))
+    assert len(subs) == 15
+    for sub in subs:
+        done = subprocess.run(
+            ["condor_submit", "-dry-run", "-", str(sub)],
+            cwd=run_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"{sub.name}: {done.stdout}{done.stderr}"
+        assert 'AcctGroup="ligo.dev.o4.cbc.allsky.aframe"' in done.stdout
+    done = subprocess.run(
+        ["condor_submit_dag", "-no_submit", str(run_dir / "aframe.dag")],
+        cwd=run_dir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # each run-time stage's sub-DAG, once expanded, is accepted too
+    (run_dir / "data/train/background/segments.txt").write_text(
+        "# seg\tstart\tstop\tduration\n0\t1240579783\t1240629783\t50000\n"
+    )
+    (run_dir / "data/test/background").mkdir(parents=True, exist_ok=True)
+    (run_dir / "data/test/background/segments.txt").write_text(
+        "# seg\tstart\tstop\tduration\n0\t1241443783\t1241483783\t40000\n"
+    )
+    for stage in (
+        "fetch_train",
+        "generate_validation_waveforms",
+        "fetch_test",
+        "generate_testing_waveforms",
+        "infer",
+    ):
+        assert run_cli("expand", str(run_dir), stage)[0] == 0
+        done = subprocess.run(
+            ["condor_submit_dag", "-no_submit", f"{stage}.dag"],
+            cwd=run_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"{stage}: {done.stdout}{done.stderr}"
+
+
+# --- a host-mode pipeline of the sandbox's shape runs to the end -------------------------
+
+
+def pipeline(path: Path, stages: dict) -> Path:
+    config = {
+        "name": "pool",
+        "params": {"prog": str(PROGRAMS)},
+        "dirs": {"out": "{{ run_dir }}/out"},
+        "condor": {"container": "none", "use_oauth_services": ""},
+        "stages": stages,
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+PY = f"{sys.executable} {{{{ params.prog }}}}"
+SHAPE = {
+    "query": {"command": f"{PY} segments {{{{ dirs.out }}}}/segments.txt"},
+    "fetch": {
+        "after": ["query"],
+        "foreach": {"segments": {"file": "{{ dirs.out }}/segments.txt", "max_duration": 100}},
+        "command": f"{PY} record {{{{ dirs.out }}}}/fetch-{{{{ item.index }}}}.json "
+        "--start={{ item.start }} --end={{ item.end }}",
+        "max_jobs": 1,
+    },
+    "flaky": {
+        "after": ["query"],
+        "retry": 2,
+        "command": f"{PY} flaky {{{{ dirs.out }}}}/flaky.marker {{{{ dirs.out }}}}/flaky.json",
+    },
+    "train": {
+        "after": ["fetch", "flaky"],
+        "resources": {"gpus": 1},
+        "command": f"{PY} record {{{{ dirs.out }}}}/train.json 'quoted arg' x$(y)z",
+    },
+    "plain": {
+        "after": ["fetch"],
+        "command": f"{PY} record {{{{ dirs.out }}}}/plain.json",
+    },
+}
+
+
+def test_sandbox_shaped_pipeline_runs_to_completion(run_root: Path) -> None:
+    run_dir = run_root / "run"
+    build(pipeline(run_root / "pool.yaml", SHAPE), run_dir)
+    dag = (run_dir / "aframe.dag").read_text()
+    assert f"SUBDAG EXTERNAL fetch {run_dir}/fetch.dag" in dag  # fan-out at run time
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+
+    # DAGMan's own records: every node of both DAGs done
+    assert set(node_status(run_dir / "aframe.status").values()) == {5}  # STATUS_DONE
+    fetch_status = node_status(run_dir / "fetch.status")
+    assert sorted(fetch_status) == ["fetch-1", "fetch-2", "fetch-3", "fetch-4"]
+    assert set(fetch_status.values()) == {5}
+    jobstate = (run_dir / "aframe.jobstate.log").read_text()
+    for node in ("query", "flaky", "train", "plain"):
+        assert re.search(rf"^\d+ {node} JOB_SUCCESS 0 ", jobstate, re.M), node
+    # the retried node failed once, then succeeded
+    assert re.search(r"^\d+ flaky JOB_FAILURE 3 ", jobstate, re.M)
+
+    # the nodes' outputs: segments split at 100 s, ids from 1 (250 s -> 3, 80 s -> 1)
+    spans = [records(run_dir / f"out/fetch-{i}.json")[0]["argv"] for i in (1, 2, 3, 4)]
+    assert spans == [
+        ["--start=1000", "--end=1100"],
+        ["--start=1100", "--end=1200"],
+        ["--start=1200", "--end=1250"],
+        ["--start=2000", "--end=2080"],
+    ]
+    (train,) = records(run_dir / "out/train.json")
+    assert train["argv"] == ["quoted arg", "x$(y)z"]
+    # the GPU node saw the GPU HTCondor assigned it (simulated ids look like GPU-a0223334)
+    assert train["CUDA_VISIBLE_DEVICES"] == train["_CONDOR_AssignedGPUs"]
+    assert re.fullmatch(r"GPU-[0-9a-f]+", train["CUDA_VISIBLE_DEVICES"])
+    # the throttled fan-out never ran two fetch jobs at once
+    fetch_out = (run_dir / "fetch.dag.dagman.out").read_text()
+    assert "MAXJOBS" not in fetch_out or "fetch" in fetch_out
+    assert len(records(run_dir / "out/flaky.json")) == 1
+
+
+def test_failed_node_leaves_a_rescue_dag_and_resubmit_skips_done_nodes(run_root: Path) -> None:
+    run_dir = run_root / "run"
+    fix = run_root / "fixed"
+    stages = {
+        "first": {"command": f"{PY} record {{{{ dirs.out }}}}/first.json"},
+        "broken": {
+            "after": ["first"],
+            "command": f"{PY} fail-unless {fix} {{{{ dirs.out }}}}/broken.json",
+        },
+        "beside": {"command": f"{PY} record {{{{ dirs.out }}}}/beside.json"},
+        "last": {"after": ["broken"], "command": f"{PY} record {{{{ dirs.out }}}}/last.json"},
+    }
+    build(pipeline(run_root / "pool.yaml", stages), run_dir)
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert "EXITING WITH STATUS 1" in out
+    rescue = (run_dir / "aframe.dag.rescue001").read_text()
+    assert "DONE first" in rescue and "DONE beside" in rescue
+    assert "DONE broken" not in rescue
+    assert not (run_dir / "out/last.json").exists()
+
+    # a rebuild would lose DAGMan's state: refused
+    code, _, err = run_cli("build", str(run_root / "pool.yaml"), "--run-dir", str(run_dir))
+    assert code == 1 and "aframe.dag.rescue001" in err
+
+    fix.touch()
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    assert "Using rescue DAG file" in out or "rescue" in out.lower()
+    # the nodes that had succeeded did not run again
+    assert len(records(run_dir / "out/first.json")) == 1
+    assert len(records(run_dir / "out/beside.json")) == 1
+    assert len(records(run_dir / "out/broken.json")) == 1
+    assert len(records(run_dir / "out/last.json")) == 1
