@@ -10,10 +10,9 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from dataclasses import dataclass
 
 from aframe_dag import schema
 from aframe_dag.errors import FanoutError

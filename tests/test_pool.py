@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import IMAGES, SANDBOX, run_cli
 
 pytestmark = pytest.mark.condor
