@@ -23,12 +23,20 @@ def write_file(path: Path, text: str) -> None:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
+            # mkstemp makes 0600 files; a run dir is read by colleagues and by the pool
+            Path(tmp).chmod(0o666 & ~_umask())
             Path(tmp).replace(path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
         raise RunDirError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def dagman_state(run_dir: Path) -> list[Path]:
@@ -62,7 +70,7 @@ def write_run_dir(run_dir: Path, files: Mapping[str, str], dirs: Iterable[str]) 
             _mkdir(staging / name)
         for name, text in files.items():
             write_file(staging / name, text)
-        staging.chmod(0o755)
+        staging.chmod(0o777 & ~_umask())
         staging.rename(run_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import htcondor2
@@ -246,3 +248,23 @@ def test_unrepresentable_params_are_refused_by_name(tmp_path: Path, value: str) 
     line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
     assert line.startswith("Error: stages.a.command: contains")
     assert not (tmp_path / "r").exists()
+
+
+def test_run_dir_files_follow_the_umask(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    old = os.umask(0o022)
+    try:
+        assert (
+            run_cli(
+                "build",
+                str(host_config(tmp_path, {"a": {"command": "echo"}})),
+                "--run-dir",
+                str(run_dir),
+            )[0]
+            == 0
+        )
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o755
+    for name in ("aframe.dag", "a.sub", "config.yaml"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
