@@ -191,14 +191,21 @@ def differing(raw: Path, aframe: Path) -> list[str]:
 
 
 def compare_venv() -> str | None:
-    """Make the venv that has htcondor.dags and ezdag if needed; return why it failed, or None."""
-    probe = [str(VENV_PY), "-W", "ignore", "-c", "import htcondor.dags, ezdag"]
+    """Make the venv that has htcondor.dags, ezdag and aframe-dag; return why not, or None.
+
+    Every writer then runs on the same interpreter with the same start-up cost.
+    """
+    probe = [str(VENV_PY), "-W", "ignore", "-c", "import htcondor.dags, ezdag, aframe_dag"]
     if VENV_PY.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return None
     print(f"creating {VENV} (htcondor==24.0.24, ezdag) ...", flush=True)
     for step in (
         [sys.executable, "-m", "venv", str(VENV)],
         [str(VENV_PY), "-m", "pip", "install", "-q", "htcondor==24.0.24", "ezdag"],
+        # aframe-dag's own dependencies minus wandb (not imported by build) and htcondor
+        # (24.0.24 is already there); the project itself from this checkout
+        [str(VENV_PY), "-m", "pip", "install", "-q", "jinja2", "click", "pyyaml"],
+        [str(VENV_PY), "-m", "pip", "install", "-q", "--no-deps", "-e", str(HERE.parent)],
         probe,
     ):
         done = subprocess.run(step, capture_output=True, text=True)
@@ -219,16 +226,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N")
     sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
-    exe = Path(sys.executable).with_name("aframe-dag")  # the console script, not a pyenv shim
-    aframe = str(exe) if exe.exists() else shutil.which("aframe-dag") or "aframe-dag"
     WORK.mkdir(parents=True, exist_ok=True)
     why_not = compare_venv()
+    python = str(VENV_PY) if why_not is None else sys.executable
+    exe = Path(python).with_name("aframe-dag")  # the console script, not a pyenv shim
+    aframe = str(exe) if exe.exists() else shutil.which("aframe-dag") or "aframe-dag"
     for generated in (WORK, VENV):  # keep outputs and the venv out of `git status`
         if generated.is_dir():
             (generated / ".gitignore").write_text("*\n")
     work = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))  # left behind if a check fails
     err, common = work / "stderr", json.dumps(COMMON)
-    writers = {"aframe-dag": [aframe, "build"], "raw": [sys.executable, "-c", RAW]}
+    writers = {"aframe-dag": [aframe, "build"], "raw": [python, "-c", RAW]}
     if why_not is None:
         writers["htcondor.dags"] = [str(VENV_PY), "-c", DAGS]
         writers["ezdag"] = [str(VENV_PY), "-c", EZDAG]
@@ -238,9 +246,7 @@ def main() -> None:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load}; outputs in {work}")
     if why_not:
         print(f"htcondor.dags and ezdag NOT measured: {why_not}")
-    starts = {"python -c pass": [sys.executable, "-c", "pass"]}
-    if why_not is None:
-        starts["venv python -c pass"] = [str(VENV_PY), "-c", "pass"]
+    starts = {"python -c pass": [python, "-c", "pass"]}
     start = {k: min(run(cmd, err)[0] for _ in range(REPEATS)) for k, cmd in starts.items()}
     rss_floor = run(["true"], err)[1]  # what the launcher itself leaves in ru_maxrss
     print("start-up alone: " + ", ".join(f"{k} {v:.3f} s" for k, v in start.items()))
