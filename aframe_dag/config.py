@@ -94,6 +94,9 @@ class Stage:
     max_jobs: int | None = rule(None, ge=1)
     environment: dict[str, str] = rule({})
     getenv: list[str] = rule([])
+    # host files or dirs to bind read-only at the same path (apptainer); one that does
+    # not exist on the host is taken to be a path inside the image and skipped
+    binds: list[str] = rule([])
     outputs: list[str] = rule([])
 
 

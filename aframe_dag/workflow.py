@@ -226,6 +226,11 @@ def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
         prefix = ["exec", *(["--nv"] if gpus else [])]
         for bind in apptainer_binds(config, run_dir):
             prefix += ["--bind", bind]
+        for i, source in enumerate(stage.binds):
+            path = render.render_text(source, context, f"stages.{plan.name}.binds.{i}")
+            # a path that is not on this host is a path inside the image: nothing to bind
+            if Path(path).is_absolute() and Path(path).exists():
+                prefix += ["--bind", f"{path}:{path}:ro"]
         lines.insert(0, [[p] for p in [*prefix, image]])
     else:
         # /usr/bin/env finds the program on PATH, on the host or inside the image

@@ -195,6 +195,7 @@ def test_flags_are_shorthands_for_config_keys(
     custom = tmp_path / "custom-train.sif"
     custom.touch()
     train_yaml = tmp_path / "train.yaml"
+    train_yaml.write_text("seed_everything: 1\n")
     build(
         run_dir,
         image_dir,
@@ -209,6 +210,7 @@ def test_flags_are_shorthands_for_config_keys(
     arguments = sub.expand("arguments")
     assert f" {custom} " in arguments
     assert f"--config={train_yaml}" in arguments
+    assert f"--bind {train_yaml}:{train_yaml}:ro" in arguments  # the host file, in the image
     assert "--trainer.strategy=ddp" in arguments
     assert sub["request_gpus"] == "2"
 
