@@ -182,6 +182,52 @@ def expand(run_dir: str, stage: str) -> None:
     click.echo(f"wrote {path} ({count} nodes)")
 
 
+@cli.command("run-local")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--gpus",
+    metavar="IDS",
+    default=None,
+    help="GPU ids for GPU nodes, e.g. 0,1 (default: $CUDA_VISIBLE_DEVICES, else none).",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run up to this many independent nodes at once.",
+)
+@click.option("--dry-run", is_flag=True, help="Print each node's command and environment.")
+def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
+    """Run the DAG in RUN_DIR on this machine, as DAGMan would."""
+    import os
+    import sys
+
+    from aframe_dag import runner
+
+    ids = runner.parse_gpus(gpus if gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if dry_run:
+        for line in runner.dry_run(run_dir, ids):
+            click.echo(line)
+        return
+    if sys.stderr.isatty():
+        from aframe_dag.progress import bar
+
+        with bar() as report:
+            outcome = runner.run_local(run_dir, ids, jobs, report)
+    else:
+        outcome = runner.run_local(run_dir, ids, jobs, lambda message, _: click.echo(message))
+    skipped = f", {outcome.skipped} already done" if outcome.skipped else ""
+    click.echo(f"{len(outcome.done)} nodes succeeded, {len(outcome.failed)} failed{skipped}")
+    for key, message in outcome.failed:
+        click.echo(f"  failed {key}: {message}", err=True)
+    if outcome.interrupted:
+        raise click.ClickException("interrupted; run again to resume")
+    if outcome.failed:
+        raise click.ClickException(f"{len(outcome.failed)} node(s) failed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (for tests and console scripts)."""
     try:

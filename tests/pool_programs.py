@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 SEGMENTS = "# seg\tstart\tstop\tduration\n0\t1000\t1250\t250\n1\t2000\t2080\t80\n"
@@ -41,6 +42,10 @@ def main(argv: list[str]) -> int:
             print("failing on purpose, once", file=sys.stderr)
             return 3
         record(rest[0], rest[1:])
+    elif command == "interval":
+        started = time.time()
+        time.sleep(float(rest[0]))
+        record(out, [str(started), str(time.time())])
     elif command == "fail-unless":
         if not Path(out).exists():
             print(f"{out} is missing", file=sys.stderr)

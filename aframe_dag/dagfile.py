@@ -1,0 +1,181 @@
+"""Read the DAG and submit files this tool writes, so that run-local runs what DAGMan would.
+
+Only the subset aframe-dag writes is understood; anything else is an error naming the
+file and line, never silently ignored (a hand edit inside the subset is honoured).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aframe_dag import quoting
+from aframe_dag.errors import RunDirError
+
+
+@dataclass
+class DagNode:
+    name: str
+    submit: Path | None  # None for a SUBDAG EXTERNAL node
+    subdag: Path | None = None
+    vars: dict[str, str] = field(default_factory=dict)
+    retry: int = 0
+    done: bool = False
+    category: str | None = None
+    pre: list[str] = field(default_factory=list)  # SCRIPT PRE: executable and arguments
+
+
+@dataclass
+class Dag:
+    path: Path
+    nodes: dict[str, DagNode]
+    parents: dict[str, list[str]]
+    maxjobs: dict[str, int]
+
+
+# DAG file commands that only configure DAGMan's own bookkeeping
+_DAG_IGNORED = {"JOBSTATE_LOG", "NODE_STATUS_FILE"}
+_VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _read(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse_dag(path: Path) -> Dag:
+    """Parse a .dag file written by aframe-dag (JOB, SUBDAG EXTERNAL, VARS, ...)."""
+    nodes: dict[str, DagNode] = {}
+    parents: dict[str, list[str]] = {}
+    maxjobs: dict[str, int] = {}
+
+    def node(name: str, where: str) -> DagNode:
+        if name not in nodes:
+            raise RunDirError(f"{where}: unknown node {name!r}")
+        return nodes[name]
+
+    for number, raw in enumerate(_read(path), 1):
+        line = raw.strip()
+        where = f"{path}:{number}"
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        keyword = words[0].upper()
+        try:
+            if keyword == "JOB":
+                name, submit, *rest = words[1:]
+                nodes[name] = DagNode(name, _resolve(path, submit), done=rest == ["DONE"])
+                if rest not in ([], ["DONE"]):
+                    raise ValueError
+            elif keyword == "SUBDAG":
+                external, name, dag = words[1:4]
+                if external.upper() != "EXTERNAL" or len(words) != 4:
+                    raise ValueError
+                nodes[name] = DagNode(name, None, subdag=_resolve(path, dag))
+            elif keyword == "VARS":
+                target = node(words[1], where)
+                target.vars.update(_vars(line.split(None, 2)[2], where))
+            elif keyword == "RETRY":
+                node(words[1], where).retry = int(words[2])
+                if len(words) != 3:
+                    raise ValueError
+            elif keyword == "CATEGORY":
+                node(words[1], where).category = words[2]
+            elif keyword == "MAXJOBS":
+                maxjobs[words[1]] = int(words[2])
+            elif keyword == "SCRIPT":
+                if words[1].upper() != "PRE":
+                    raise RunDirError(f"{where}: run-local supports SCRIPT PRE only")
+                node(words[2], where).pre = words[3:]  # DAGMan splits on whitespace
+            elif keyword == "DONE":
+                node(words[1], where).done = True
+            elif keyword == "PARENT":
+                split = [w.upper() for w in words].index("CHILD")
+                for child in words[split + 1 :]:
+                    node(child, where)
+                    parents.setdefault(child, []).extend(
+                        node(p, where).name for p in words[1:split]
+                    )
+            elif keyword not in _DAG_IGNORED:
+                raise RunDirError(f"{where}: {words[0]} is not supported by run-local")
+        except (ValueError, IndexError):
+            raise RunDirError(f"{where}: cannot read {words[0]} line: {line!r}") from None
+    return Dag(path, nodes, parents, maxjobs)
+
+
+def _resolve(dag: Path, name: str) -> Path:
+    return Path(name) if Path(name).is_absolute() else dag.parent / name
+
+
+def _vars(text: str, where: str) -> dict[str, str]:
+    values, position = {}, 0
+    while position < len(text.rstrip()):
+        match = _VARS_PAIR.match(text, position)
+        if not match:
+            raise RunDirError(f"{where}: cannot read VARS value at {text[position:]!r}")
+        values[match.group(1)] = quoting.dag_unescape(match.group(2))
+        position = match.end()
+    return values
+
+
+# --- submit files -------------------------------------------------------------------
+
+SUPPORTED = {
+    "universe", "executable", "arguments", "transfer_executable", "initialdir",
+    "environment", "getenv", "request_cpus", "request_memory", "request_disk",
+    "request_gpus", "log", "output", "error", "accounting_group", "accounting_group_user",
+    "use_oauth_services", "periodic_release", "periodic_remove", "container_image",
+    "should_transfer_files", "when_to_transfer_output", "transfer_input_files",
+}  # fmt: skip
+
+
+@dataclass
+class Submit:
+    path: Path
+    commands: dict[str, str]
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.commands.get(key, default)
+
+
+def parse_submit(path: Path) -> Submit:
+    """Parse a .sub file in the subset aframe-dag writes (one `queue`, no loops)."""
+    commands: dict[str, str] = {}
+    lines = _read(path)
+    number = 0
+    queued = False
+    while number < len(lines):
+        start = number + 1
+        line = lines[number].strip()
+        number += 1
+        while line.endswith("\\") and number < len(lines):  # submit-file continuation
+            line = line[:-1] + lines[number].strip()
+            number += 1
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}:{start}"
+        if line.lower() == "queue":
+            if queued:
+                raise RunDirError(f"{where}: a second queue statement is not supported")
+            queued = True
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or " " in key:
+            raise RunDirError(f"{where}: cannot read {line!r} (run-local reads KEY = VALUE)")
+        if key.startswith("+"):
+            continue  # job ClassAd attributes: HTCondor's business
+        if key.lower() not in SUPPORTED:
+            raise RunDirError(f"{where}: {key} is not supported by run-local")
+        commands[key.lower()] = value.strip()
+    if not queued:
+        raise RunDirError(f"{path}: no queue statement")
+    return Submit(path, commands)
+
+
+def expand(text: str, macros: dict[str, str]) -> str:
+    """A submit value with `$(name)` macros replaced as HTCondor does."""
+    return quoting.expand_macros(text, macros)

@@ -1,0 +1,474 @@
+"""run-local: run a run dir's DAG on this machine, node for node as DAGMan would.
+
+The runner reads the run dir's .dag and .sub files (not an in-memory plan), so a hand
+edit is honoured and both modes run the same executable, arguments, environment and
+log paths. Run-time fan-out takes DAGMan's path: the SUBDAG node's PRE script writes
+the sub-DAG, then its nodes run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aframe_dag import dagfile, quoting
+from aframe_dag.errors import AframeDagError, RunDirError
+
+RECORD = "run-local.record"
+LOCK = ".run-local.lock"
+NO_GPU = "10000"  # what HTCondor sets for a job that asked for no GPU
+
+
+class RunError(AframeDagError):
+    """run-local cannot start: a missing program, a bad --gpus, a lock held by another."""
+
+
+@dataclass
+class Task:
+    """A node to run: a job, or a sub-DAG to expand."""
+
+    key: str  # unique across the run: DAGFILE:NODE
+    node: dagfile.DagNode
+    dag: dagfile.Dag
+    parents: list[str]
+    attempts: int = 0
+    gpus: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    children: list[str] = field(default_factory=list)  # nodes of an expanded sub-DAG
+    state: str = "waiting"  # waiting, running, done, failed, blocked
+    error: str = ""
+    command: Command | None = None
+
+    @property
+    def category(self) -> tuple[str, str] | None:
+        cat = self.node.category
+        return (str(self.dag.path), cat) if cat else None
+
+
+@dataclass
+class Command:
+    """What a job node runs: program, arguments, environment, files."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    stdout: Path
+    stderr: Path
+    gpus: int
+
+
+@dataclass
+class Outcome:
+    done: list[str]
+    failed: list[tuple[str, str]]  # key, message (stderr path or reason)
+    skipped: int
+    interrupted: bool = False
+
+
+@dataclass
+class Progress:
+    """Where a run stands, for the progress display."""
+
+    done: int
+    failed: int
+    total: int
+    running: list[str]
+
+
+Report = Callable[[str, Progress], None]
+
+
+def parse_gpus(text: str | None) -> list[str]:
+    """GPU ids from --gpus or CUDA_VISIBLE_DEVICES: "0,1" -> ["0", "1"]."""
+    if not text:
+        return []
+    ids = [g.strip() for g in text.split(",")]
+    if any(not g for g in ids) or len(set(ids)) != len(ids):
+        raise RunError(f"--gpus: expected distinct comma-separated ids, got {text!r}")
+    return ids
+
+
+def job_command(node: dagfile.DagNode, dag: dagfile.Dag, base_env: dict[str, str]) -> Command:
+    """The process HTCondor would start for this node, from its .sub and VARS."""
+    assert node.submit is not None
+    submit = dagfile.parse_submit(node.submit)
+    macros = {**node.vars, "JOB": node.name}
+
+    def value(key: str, default: str = "") -> str:
+        return dagfile.expand(submit.get(key, default), macros)
+
+    where = str(submit.path)
+    try:
+        args = quoting.split_arguments(value("arguments", '""'))
+        env = quoting.split_environment(value("environment", '""'))
+    except quoting.QuotingError as exc:
+        raise RunDirError(f"{where}: {exc}") from None
+    for name in [n.strip() for n in value("getenv").split(",") if n.strip()]:
+        if name.lower() in ("true", "false") or "*" in name:
+            raise RunDirError(f"{where}: getenv = {name} is not supported by run-local")
+        if name in base_env and name not in env:
+            env[name] = base_env[name]
+    executable = value("executable")
+    if value("universe", "vanilla") == "container":
+        image = value("container_image")
+        gpus = int(value("request_gpus", "0") or 0)
+        args = ["exec", *(["--nv"] if gpus else []), image, executable, *args]
+        executable = "apptainer"
+    cwd = Path(value("initialdir") or str(node.submit.parent))
+    return Command(
+        argv=[executable, *args],
+        env=env,
+        cwd=cwd,
+        stdout=cwd / value("output", "/dev/null"),
+        stderr=cwd / value("error", "/dev/null"),
+        gpus=int(value("request_gpus", "0") or 0),
+    )
+
+
+class Runner:
+    """Schedules the DAG's nodes in dependency order on this machine."""
+
+    def __init__(self, run_dir: Path, gpus: list[str], jobs: int, report: Report):
+        self.run_dir = run_dir
+        self.gpus = list(gpus)
+        self.free_gpus = list(gpus)
+        self.total_gpus = len(gpus)
+        self.jobs = jobs
+        self.report = report
+        self.tasks: dict[str, Task] = {}
+        self.order: list[str] = []
+        self.record_path = run_dir / RECORD
+        self.recorded = self._read_record()
+        self.base_env = dict(os.environ)
+        self.outcome = Outcome([], [], 0)
+        self.stop = False
+
+    # --- the graph ----------------------------------------------------------------
+
+    def load(self, dag: dagfile.Dag) -> list[str]:
+        """Add a DAG's nodes (a sub-DAG's once its node is ready); return their keys."""
+        keys = []
+        for name, node in dag.nodes.items():
+            key = f"{dag.path.name}:{name}"
+            parents = [f"{dag.path.name}:{p}" for p in dag.parents.get(name, [])]
+            task = Task(key, node, dag, parents)
+            if node.done or key in self.recorded:
+                task.state = "done"
+                self.outcome.skipped += 1
+            self.tasks[key] = task
+            self.order.append(key)
+            keys.append(key)
+        return keys
+
+    def check_programs(self) -> None:
+        """Every job's program exists before anything runs (apptainer above all)."""
+        for task in self.tasks.values():
+            if task.node.submit is None or task.state == "done":
+                continue
+            program = self._command(task).argv[0]
+            if shutil.which(program) is None:
+                hint = (
+                    " (install Apptainer, or build with --container none)"
+                    if ("apptainer" in program)
+                    else ""
+                )
+                raise RunError(f"{task.node.submit}: executable {program} not found{hint}")
+
+    # --- running ----------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        while not self.stop:
+            self._reap()
+            changed = self._start_ready()
+            if not changed and not self._running():
+                break
+            if not changed:
+                time.sleep(0.02)
+        if self.stop:
+            self._kill_all()
+            self.outcome.interrupted = True
+        for key in self.order:
+            if self.tasks[key].state == "blocked":
+                self.outcome.failed.append((key, "not run: a node it needs failed"))
+        return self.outcome
+
+    def _running(self) -> list[Task]:
+        """Running jobs (an expanded sub-DAG node is "running" too, but is no process)."""
+        return [t for t in self.tasks.values() if t.state == "running" and t.process]
+
+    def _ready(self, task: Task) -> bool:
+        states = [self.tasks[p].state for p in task.parents]
+        if any(s in ("failed", "blocked") for s in states):
+            task.state = "blocked"
+            return False
+        return all(s == "done" for s in states)
+
+    def _start_ready(self) -> bool:
+        """Start what can start; True if any node changed state (so the loop goes on)."""
+        changed = False
+        for key in list(self.order):
+            task = self.tasks[key]
+            if task.state != "waiting":
+                continue
+            if not self._ready(task):
+                changed = changed or task.state == "blocked"
+                continue
+            try:
+                if task.node.subdag is not None:
+                    self._expand(task)
+                    changed = True
+                elif len(self._running()) < self.jobs and self._fits(task):
+                    self._start(task)
+                    changed = True
+            except AframeDagError as exc:  # e.g. a sub-DAG or .sub that cannot be read
+                self._fail(task, str(exc))
+            changed = changed or task.state == "failed"
+        return changed
+
+    def _fits(self, task: Task) -> bool:
+        category = task.category
+        if category is not None:
+            limit = task.dag.maxjobs.get(category[1])
+            busy = sum(1 for t in self._running() if t.category == category)
+            if limit is not None and busy >= limit:
+                return False
+        wanted = self._gpus_wanted(task)
+        if wanted > self.total_gpus:
+            self._fail(
+                task, f"asks for {wanted} GPU(s) but run-local was given {self.total_gpus} (--gpus)"
+            )
+            return False
+        return wanted <= len(self.free_gpus)
+
+    def _command(self, task: Task) -> Command:
+        if task.command is None:
+            task.command = job_command(task.node, task.dag, self.base_env)
+        return task.command
+
+    def _gpus_wanted(self, task: Task) -> int:
+        return self._command(task).gpus
+
+    def _start(self, task: Task) -> None:
+        command = self._command(task)
+        task.gpus = [self.free_gpus.pop(0) for _ in range(command.gpus)]
+        env = dict(command.env)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(task.gpus) if task.gpus else NO_GPU
+        task.attempts += 1
+        for path in (command.stdout, command.stderr):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with open(command.stdout, "wb") as out, open(command.stderr, "wb") as err:
+            try:
+                task.process = subprocess.Popen(
+                    command.argv,
+                    cwd=command.cwd,
+                    env=env,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                self._release(task)
+                self._fail(task, f"cannot start {command.argv[0]}: {exc.strerror}")
+                return
+        task.state = "running"
+        gpus = f" on GPU {','.join(task.gpus)}" if task.gpus else ""
+        self._say(f"start {task.key}{gpus}")
+
+    def _release(self, task: Task) -> None:
+        """Give a node's GPUs back; the lowest ids (in --gpus order) go out first."""
+        self.free_gpus = [g for g in self.gpus if g in self.free_gpus or g in task.gpus]
+        task.gpus = []
+
+    def _reap(self) -> None:
+        for task in self._running():
+            assert task.process is not None
+            code = task.process.poll()
+            task.process = None if code is not None else task.process
+            if code is None:
+                continue
+            self._release(task)
+            if code == 0:
+                self._succeed(task)
+            elif task.attempts <= task.node.retry:
+                self._say(f"retry {task.key} (exit {code}, attempt {task.attempts})")
+                task.state = "waiting"
+            else:
+                self._fail(task, f"exit {code}; see {self._command(task).stderr}")
+        for task in self.tasks.values():  # an expanded sub-DAG is done with its nodes
+            if task.state == "running" and task.node.subdag is not None:
+                states = {self.tasks[c].state for c in task.children}
+                if states <= {"done"}:
+                    self._succeed(task)
+                elif not states & {"waiting", "running"}:
+                    self._fail(task, "a node of its sub-DAG failed")
+
+    def _expand(self, task: Task) -> None:
+        """DAGMan's path for SUBDAG EXTERNAL: PRE script, then the sub-DAG's nodes."""
+        task.attempts += 1
+        if task.node.pre:
+            self._say(f"pre   {task.key}: {' '.join(task.node.pre)}")
+            done = subprocess.run(task.node.pre, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                message = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+                self._fail(task, f"PRE script failed: {message}")
+                return
+        assert task.node.subdag is not None
+        task.children = self.load(dagfile.parse_dag(task.node.subdag))
+        self.check_programs()
+        task.state = "running"  # until its nodes are all done
+
+    def _say(self, message: str) -> None:
+        states = [t.state for t in self.tasks.values()]
+        running = [t.key.split(":", 1)[1] for t in self._running()]
+        self.report(
+            message,
+            Progress(
+                states.count("done"),
+                states.count("failed") + states.count("blocked"),
+                len(states),
+                running,
+            ),
+        )
+
+    def _succeed(self, task: Task) -> None:
+        task.state = "done"
+        self.outcome.done.append(task.key)
+        with open(self.record_path, "a", encoding="utf-8") as record:
+            record.write(f"done {task.key}\n")
+            record.flush()
+            os.fsync(record.fileno())
+        self._say(f"done  {task.key}")
+
+    def _fail(self, task: Task, message: str) -> None:
+        task.state = "failed"
+        task.error = message
+        self.outcome.failed.append((task.key, message))
+        self._say(f"FAIL  {task.key}: {message}")
+
+    def _kill_all(self) -> None:
+        for task in self._running():
+            if task.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(task.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for task in self._running():
+            if task.process is None:
+                continue
+            try:
+                task.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(task.process.pid, signal.SIGKILL)
+                task.process.wait()
+
+    def _read_record(self) -> set[str]:
+        if not self.record_path.exists():
+            return set()
+        lines = self.record_path.read_text(encoding="utf-8").splitlines()
+        return {line[5:] for line in lines if line.startswith("done ")}
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One runner per run dir; the lock dies with its process (flock), so a stale one is free."""
+    path = run_dir / LOCK
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            raise RunError(
+                f"{run_dir}: another run-local (pid {owner}) is running on this run dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def run_local(
+    run_dir: str | Path, gpus: list[str], jobs: int = 1, report: Report | None = None
+) -> Outcome:
+    """Run RUN_DIR/aframe.dag here; successes are recorded so a rerun resumes."""
+    run_path = Path(run_dir).absolute()
+    dag_path = run_path / "aframe.dag"
+    if not dag_path.is_file():
+        raise RunDirError(f"{run_path}: no aframe.dag (run `aframe-dag build` first)")
+    if jobs < 1:
+        raise RunError(f"--jobs must be >= 1, got {jobs}")
+    with run_lock(run_path):
+        runner = Runner(run_path, gpus, jobs, report or (lambda message, progress: None))
+        runner.load(dagfile.parse_dag(dag_path))
+        runner.check_programs()
+
+        def interrupt(signum: int, _frame: object) -> None:
+            runner.stop = True
+
+        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return runner.run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def dry_run(run_dir: str | Path, gpus: list[str]) -> Iterator[str]:
+    """Each node's command and environment in dependency order, running nothing."""
+    run_path = Path(run_dir).absolute()
+    dag = dagfile.parse_dag(run_path / "aframe.dag")
+    env = dict(os.environ)
+    for name in _order(dag):
+        node = dag.nodes[name]
+        if node.subdag is not None:
+            yield f"# {name}: sub-DAG {node.subdag}, written at run time by: {' '.join(node.pre)}"
+            if node.subdag.exists():
+                sub = dagfile.parse_dag(node.subdag)
+                for child in _order(sub):
+                    yield from _describe(sub.nodes[child], sub, env)
+            continue
+        yield from _describe(node, dag, env)
+
+
+def _describe(node: dagfile.DagNode, dag: dagfile.Dag, env: dict[str, str]) -> Iterator[str]:
+    command = job_command(node, dag, env)
+    state = " (done)" if node.done else ""
+    yield f"# {node.name}{state}: in {command.cwd}, {command.gpus} GPU(s)"
+    for key, value in command.env.items():
+        yield f"  {key}={value}"
+    yield "  " + " ".join(_shell_word(a) for a in command.argv)
+
+
+def _shell_word(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _order(dag: dagfile.Dag) -> list[str]:
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = list(dag.nodes)
+    while remaining:
+        for name in remaining:
+            if all(p in placed for p in dag.parents.get(name, [])):
+                order.append(name)
+                placed.add(name)
+                remaining.remove(name)
+                break
+        else:
+            raise RunDirError(f"{dag.path}: dependency cycle among {', '.join(remaining)}")
+    return order
