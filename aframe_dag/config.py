@@ -65,6 +65,13 @@ def _stage_names(stages: dict[str, Any]) -> dict[str, Any]:
     return stages
 
 
+def _variable_names(names: list[str]) -> list[str]:
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", name):
+            raise ValueError(f"{name!r} is not an environment variable name (or NAME*)")
+    return names
+
+
 def _pipeline_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"must use only letters, digits, '_', '.' and '-', got {name!r}")
@@ -93,7 +100,7 @@ class Stage:
     retry: int = rule(0, ge=0, le=100)
     max_jobs: int | None = rule(None, ge=1)
     environment: dict[str, str] = rule({})
-    getenv: list[str] = rule([])
+    getenv: list[str] = rule([], check=_variable_names)
     # host files or dirs to bind read-only at the same path (apptainer); one that does
     # not exist on the host is taken to be a path inside the image and skipped
     binds: list[str] = rule([])
@@ -113,7 +120,7 @@ class Condor:
     # DAG take over instead of the workflow waiting for ever; 0 keeps held jobs
     remove_held_after: int = rule(3600, ge=0)
     environment: dict[str, str] = rule({})
-    getenv: list[str] = rule(DATAFIND_ENV)
+    getenv: list[str] = rule(DATAFIND_ENV, check=_variable_names)
 
 
 @dataclass(frozen=True, kw_only=True)

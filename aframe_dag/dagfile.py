@@ -32,6 +32,7 @@ class Dag:
     nodes: dict[str, DagNode]
     parents: dict[str, list[str]]
     maxjobs: dict[str, int]
+    env_get: list[str] = field(default_factory=list)
 
 
 # DAG file commands that only configure DAGMan's own bookkeeping
@@ -51,6 +52,7 @@ def parse_dag(path: Path) -> Dag:
     nodes: dict[str, DagNode] = {}
     parents: dict[str, list[str]] = {}
     maxjobs: dict[str, int] = {}
+    env_get: list[str] = []
 
     def node(name: str, where: str) -> DagNode:
         if name not in nodes:
@@ -90,6 +92,10 @@ def parse_dag(path: Path) -> Dag:
                 if words[1].upper() != "PRE":
                     raise RunDirError(f"{where}: run-local supports SCRIPT PRE only")
                 node(words[2], where).pre = words[3:]  # DAGMan splits on whitespace
+            elif keyword == "ENV":
+                if words[1].upper() != "GET":
+                    raise RunDirError(f"{where}: run-local supports ENV GET only")
+                env_get.extend(name for word in words[2:] for name in word.split(","))
             elif keyword == "DONE":
                 node(words[1], where).done = True
             elif keyword == "PARENT":
@@ -103,7 +109,7 @@ def parse_dag(path: Path) -> Dag:
                 raise RunDirError(f"{where}: {words[0]} is not supported by run-local")
         except (ValueError, IndexError):
             raise RunDirError(f"{where}: cannot read {words[0]} line: {line!r}") from None
-    return Dag(path, nodes, parents, maxjobs)
+    return Dag(path, nodes, parents, maxjobs, env_get)
 
 
 def _resolve(dag: Path, name: str) -> Path:

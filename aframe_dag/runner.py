@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import os
 import shutil
 import signal
@@ -22,6 +23,12 @@ from pathlib import Path
 from aframe_dag import dagfile, quoting
 from aframe_dag.errors import AframeDagError, RunDirError
 
+# The variables condor_submit_dag lets into DAGMan's own environment (23.x), from which
+# node jobs are submitted; a DAG's ENV GET adds more. Seen in a *.condor.sub on the pool.
+DAGMAN_GETENV = (
+    "CONDOR_CONFIG", "_CONDOR_*", "PATH", "PYTHONPATH", "PERL*", "PEGASUS_*", "TZ", "HOME",
+    "USER", "LANG", "LC_ALL", "BEARER_TOKEN", "BEARER_TOKEN_FILE", "XDG_RUNTIME_DIR",
+)  # fmt: skip
 RECORD = "run-local.record"
 LOCK = ".run-local.lock"
 NO_GPU = "10000"  # what HTCondor sets for a job that asked for no GPU
@@ -106,6 +113,11 @@ def job_command(node: dagfile.DagNode, dag: dagfile.Dag, base_env: dict[str, str
         return dagfile.expand(submit.get(key, default), macros)
 
     where = str(submit.path)
+    # what DAGMan would hold: getenv can only pass on what is there
+    patterns = (*DAGMAN_GETENV, *dag.env_get)
+    base_env = {
+        k: v for k, v in base_env.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)
+    }
     try:
         args = quoting.split_arguments(value("arguments", '""'))
         env = quoting.split_environment(value("environment", '""'))

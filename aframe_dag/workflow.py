@@ -308,6 +308,11 @@ def _item_fields(spec: fanout.Spec | None) -> list[str]:
     return spec.fields() if spec is not None else []
 
 
+def env_get(config: Config) -> list[str]:
+    """Every variable a .sub takes with getenv: DAGMan must hold them to pass them on."""
+    return _unique([*config.condor.getenv, *(v for s in config.stages.values() for v in s.getenv)])
+
+
 def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
@@ -394,6 +399,7 @@ def dag_text(plan: Plan, python: str) -> str:
     ]
     return render.render_file(
         "aframe.dag.j2",
+        env_get=env_get(plan.config),
         pipeline=plan.config.name,
         run_dir=str(plan.run_dir),
         expand_command=f"{python} -m aframe_dag expand",
@@ -407,7 +413,11 @@ def stage_dag_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
     view = _stage_view(plan, run_dir, nodes=True)
     view["note"] = f"{len(plan.items)} nodes from {plan.spec.inputs()[0]}"  # type: ignore[union-attr]
     return render.render_file(
-        "stage.dag.j2", pipeline=config.name, run_dir=str(run_dir), stage=view
+        "stage.dag.j2",
+        env_get=env_get(config),
+        pipeline=config.name,
+        run_dir=str(run_dir),
+        stage=view,
     )
 
 

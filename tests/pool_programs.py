@@ -22,6 +22,8 @@ def record(out: str, args: list[str]) -> None:
         "argv": args,
         "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "_CONDOR_AssignedGPUs": os.environ.get("_CONDOR_AssignedGPUs"),
+        "env": dict(os.environ),
+        "cwd": str(Path.cwd()),
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a", encoding="utf-8") as handle:

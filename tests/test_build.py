@@ -129,6 +129,8 @@ def test_expand_writes_the_subdag_line_by_line(
     ]
     sub = f"{run_dir}/fetch_test.sub"
     assert lines == [
+        "ENV GET KRB5_KTNAME X509_USER_PROXY GWDATAFIND_SERVER NDSSERVER LIGO_USERNAME "
+        "DEFAULT_SEGMENT_SERVER AWS_ENDPOINT_URL",
         f"JOBSTATE_LOG {run_dir}/fetch_test.jobstate.log",
         f"NODE_STATUS_FILE {run_dir}/fetch_test.status 30",
         f"JOB fetch_test-1 {sub}",

@@ -97,14 +97,16 @@ def records(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("mode", ["apptainer", "container-universe", "none"])
-def test_sandbox_submit_files_pass_condor_submit_dry_run(run_root: Path, mode: str) -> None:
+def test_sandbox_submit_files_pass_condor_submit_dry_run(
+    run_root: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     images = run_root / "images"
     images.mkdir()
     for name in IMAGES:
         (images / name).touch()  # dry-run never starts them
     run_dir = run_root / "run"
-    env = {"LIGO_GROUP": "ligo.dev.o4.cbc.allsky.aframe", "LIGO_USERNAME": "aframe"}
-    os.environ.update(env)
+    monkeypatch.setenv("LIGO_GROUP", "ligo.dev.o4.cbc.allsky.aframe")
+    monkeypatch.setenv("LIGO_USERNAME", "aframe")
     # the personal pool has no credd: scitokens requests would fail before the job ad
     build(
         SANDBOX,
@@ -275,3 +277,64 @@ def test_failed_node_leaves_a_rescue_dag_and_resubmit_skips_done_nodes(run_root:
     assert len(records(run_dir / "out/beside.json")) == 1
     assert len(records(run_dir / "out/broken.json")) == 1
     assert len(records(run_dir / "out/last.json")) == 1
+
+
+# HTCondor's own variables, which run-local does not imitate (manual: "Environment
+# variables set by HTCondor" for jobs), plus the GPU ids that differ by design.
+CONDOR_OWN = {
+    "_CHIRP_DELAYED_UPDATE_PREFIX", "BATCH_SYSTEM", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
+    "CUBACORES", "GOMAXPROCS", "JULIA_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "PYTHON_CPU_COUNT",
+    "ROCR_VISIBLE_DEVICES", "TF_LOOP_PARALLEL_ITERATIONS", "TF_NUM_THREADS", "TEMP", "TMP",
+    "TMPDIR", "HOME", "PWD", "APPTAINER_CACHEDIR", "SINGULARITY_CACHEDIR",
+    "NVIDIA_VISIBLE_DEVICES", "ROOT_MAX_THREADS",
+}  # fmt: skip
+
+
+def comparable(run_dir: Path) -> dict[str, list]:
+    """Every output record with run-dir paths, GPU ids and HTCondor's variables taken out."""
+    result = {}
+    for path in sorted((run_dir / "out").glob("*.json")):
+        entries = []
+        for entry in records(path):
+            env = {
+                k: v
+                for k, v in entry["env"].items()
+                if k not in CONDOR_OWN and not k.startswith("_CONDOR")
+            }
+            text = json.dumps([entry["argv"], env, entry["cwd"]])
+            entries.append(json.loads(text.replace(str(run_dir), "RUN")))
+        result[path.name] = entries
+    return result
+
+
+def test_run_local_runs_the_same_nodes_as_dagman(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # passed by name (getenv) in both modes; under DAGMan only thanks to ENV GET
+    monkeypatch.setenv("LIGO_USERNAME", "albert.einstein")
+    config = pipeline(run_root / "pool.yaml", SHAPE)
+    condor_dir, local_dir = run_root / "condor", run_root / "local"
+    build(config, condor_dir)
+    build(config, local_dir)
+    out = submit_and_wait(condor_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "aframe_dag", "run-local", str(local_dir), "--gpus", "7"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert comparable(local_dir) == comparable(condor_dir)
+    # the same stdout/stderr paths (HTCondor's event logs, *.log, are its own)
+    logs = {
+        d: sorted(str(p.relative_to(d)) for p in (d / "logs").rglob("*") if p.suffix != ".log")
+        for d in (condor_dir, local_dir)
+    }
+    assert logs[local_dir] == logs[condor_dir]
+    (train,) = records(local_dir / "out/train.json")
+    assert train["CUDA_VISIBLE_DEVICES"] == "7"
+    for run_dir in (condor_dir, local_dir):
+        (fetch,) = records(run_dir / "out/fetch-1.json")
+        assert fetch["env"]["LIGO_USERNAME"] == "albert.einstein", run_dir.name
