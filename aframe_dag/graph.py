@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 
 from aframe_dag.errors import GraphError
@@ -55,19 +56,26 @@ def find_cycle(after: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def topological_order(after: Mapping[str, Sequence[str]]) -> list[str]:
-    """Stages with parents first; ties keep the config's order (deterministic)."""
+    """Stages with parents first; among the ready, the config's order (deterministic)."""
+    position = {name: i for i, name in enumerate(after)}
+    pending = {name: len(set(parents)) for name, parents in after.items()}
+    children: dict[str, list[str]] = {name: [] for name in after}
+    for name, parents in after.items():
+        for parent in set(parents):
+            children[parent].append(name)
+    ready = [(position[n], n) for n, count in pending.items() if count == 0]
+    heapq.heapify(ready)
     order: list[str] = []
-    placed: set[str] = set()
-    remaining = list(after)
-    while remaining:
-        for stage in remaining:
-            if all(p in placed for p in after[stage]):
-                order.append(stage)
-                placed.add(stage)
-                remaining.remove(stage)
-                break
-        else:  # pragma: no cover - check_dependencies rules cycles out first
-            raise GraphError("dependency cycle among: " + ", ".join(remaining))
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for child in children[name]:
+            pending[child] -= 1
+            if pending[child] == 0:
+                heapq.heappush(ready, (position[child], child))
+    if len(order) != len(after):
+        cycle = find_cycle(after)
+        raise GraphError("dependency cycle: " + " -> ".join(cycle))
     return order
 
 

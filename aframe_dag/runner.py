@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import fnmatch
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aframe_dag import dagfile, quoting
+from aframe_dag import dagfile, graph, quoting
 from aframe_dag.errors import AframeDagError, RunDirError
 
 # The variables condor_submit_dag lets into DAGMan's own environment (23.x), from which
@@ -484,26 +485,8 @@ def _describe(node: dagfile.DagNode, dag: dagfile.Dag, env: dict[str, str]) -> I
     yield f"# {node.name}{state}: in {command.cwd}, {command.gpus} GPU(s)"
     for key, value in command.env.items():
         yield f"  {key}={value}"
-    yield "  " + " ".join(_shell_word(a) for a in command.argv)
-
-
-def _shell_word(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+    yield "  " + " ".join(shlex.quote(a) for a in command.argv)
 
 
 def _order(dag: dagfile.Dag) -> list[str]:
-    order: list[str] = []
-    placed: set[str] = set()
-    remaining = list(dag.nodes)
-    while remaining:
-        for name in remaining:
-            if all(p in placed for p in dag.parents.get(name, [])):
-                order.append(name)
-                placed.add(name)
-                remaining.remove(name)
-                break
-        else:
-            raise RunDirError(f"{dag.path}: dependency cycle among {', '.join(remaining)}")
-    return order
+    return graph.topological_order({name: dag.parents.get(name, []) for name in dag.nodes})
