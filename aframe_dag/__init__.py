@@ -1,10 +1,28 @@
-"""aframe-dag: Aframe pipelines as HTCondor DAGMan workflows."""
+"""aframe-dag: Aframe pipelines as HTCondor DAGMan workflows.
+
+The public API is imported lazily, so that `python -m aframe_dag.demo.fetch` or an entry
+script pays nothing for the parts of the tool it does not use.
+"""
 
 from __future__ import annotations
 
-from aframe_dag.config import load_config
-from aframe_dag.errors import AframeDagError
-from aframe_dag.workflow import build, expand, make_plan
+import importlib
+from typing import Any
 
-__all__ = ["AframeDagError", "build", "expand", "load_config", "make_plan"]
+__all__ = ["AframeDagError", "build", "expand", "load_config", "make_plan", "run_local"]
 __version__ = "0.1.0"
+
+_HOMES = {
+    "AframeDagError": "aframe_dag.errors",
+    "build": "aframe_dag.workflow",
+    "expand": "aframe_dag.workflow",
+    "make_plan": "aframe_dag.workflow",
+    "load_config": "aframe_dag.config",
+    "run_local": "aframe_dag.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'aframe_dag' has no attribute {name!r}")

@@ -130,6 +130,8 @@ def template_context(config: Config, run_dir: Path, stage: str) -> dict[str, Any
         "params": config.params,
         "dirs": config.dirs,
         "run_dir": str(run_dir),
+        # the interpreter running the build: host-mode commands can run with it
+        "python": sys.executable,
         "stage": {"name": stage, "resources": config.stages[stage].resources},
     }
 

@@ -338,3 +338,40 @@ def test_run_local_runs_the_same_nodes_as_dagman(
     for run_dir in (condor_dir, local_dir):
         (fetch,) = records(run_dir / "out/fetch-1.json")
         assert fetch["env"]["LIGO_USERNAME"] == "albert.einstein", run_dir.name
+
+
+def test_demo_writes_the_same_files_under_dagman_and_run_local(run_root: Path) -> None:
+    demo = Path(__file__).parent.parent / "configs" / "demo.yaml"
+    condor_dir, local_dir = run_root / "condor", run_root / "local"
+    build(demo, condor_dir)
+    build(demo, local_dir)
+    out = submit_and_wait(condor_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "aframe_dag", "run-local", str(local_dir), "--gpus", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    def products(run_dir: Path) -> dict[str, bytes]:
+        files = {}
+        for top in ("data", "training", "results"):
+            for path in sorted((run_dir / top).rglob("*")):
+                if path.is_file() and path.name != "train.log":  # it records the GPU id
+                    files[str(path.relative_to(run_dir))] = path.read_bytes().replace(
+                        str(run_dir).encode(), b"RUN"
+                    )
+        return files
+
+    condor, local = products(condor_dir), products(local_dir)
+    assert sorted(local) == sorted(condor)
+    differing = [name for name in condor if condor[name] != local[name]]
+    assert differing == [], "run-local and DAGMan wrote different bytes"
+    assert "results/plots/sensitivity.png" in condor
+    logs = {
+        d: sorted(str(p.relative_to(d)) for p in (d / "logs").rglob("*") if p.suffix != ".log")
+        for d in (condor_dir, local_dir)
+    }
+    assert logs[local_dir] == logs[condor_dir]
