@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -355,3 +356,60 @@ def test_dry_run_prints_commands_and_environment_without_running(tmp_path: Path)
     )
     assert not (run_dir / "out/a.json").exists()
     assert not (run_dir / "run-local.record").exists()
+
+
+def fake_apptainer(tmp_path: Path) -> tuple[Path, Path]:
+    """An `apptainer` that records its argv (and GPUs) and runs nothing else."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "apptainer.json"
+    bin_dir.mkdir()
+    program = bin_dir / "apptainer"
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(log)!r}, 'a') as f:\n"
+        "    f.write(json.dumps([sys.argv[1:], os.environ['CUDA_VISIBLE_DEVICES']]) + '\\n')\n"
+    )
+    program.chmod(0o755)
+    return program, log
+
+
+@pytest.mark.parametrize("mode", ["apptainer", "container-universe"])
+def test_container_modes_run_through_apptainer(
+    tmp_path: Path, image_dir: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program, log = fake_apptainer(tmp_path)
+    monkeypatch.setenv("PATH", f"{program.parent}:{os.environ['PATH']}")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "condor": {
+                    "container": mode,
+                    "apptainer": str(program),
+                    "image_dir": str(image_dir),
+                    "use_oauth_services": "",
+                    "getenv": ["PATH"],
+                },
+                "stages": {
+                    "train": {
+                        "image": "train.sif",
+                        "resources": {"gpus": 1},
+                        "command": "python -m train fit --data.ifos={{ ['H1', 'L1'] }}",
+                    }
+                },
+            }
+        )
+    )
+    run_dir = tmp_path / "run"
+    assert run_cli("build", str(config), "--run-dir", str(run_dir))[0] == 0
+    done = local(run_dir, "--gpus", "3")
+    assert done.returncode == 0, done.stderr
+    ((argv, gpus),) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert gpus == "3"
+    command = ["python", "-m", "train", "fit", "--data.ifos=[H1,L1]"]
+    image = str(image_dir / "train.sif")
+    if mode == "apptainer":  # run as written in the .sub
+        assert argv == ["exec", "--nv", "--bind", str(run_dir), image, *command]
+    else:  # the container universe's job, as apptainer would start it
+        assert argv == ["exec", "--nv", image, "/usr/bin/env", *command]
