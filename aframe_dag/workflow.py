@@ -18,12 +18,6 @@ _UNSAFE_PATH = (" ", "\t", "$", '"', "'", "\\")
 
 
 @dataclass
-class Node:
-    name: str
-    vars: str
-
-
-@dataclass
 class StagePlan:
     """One stage as it will be written."""
 
@@ -351,7 +345,7 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
         names, pairs = [name], []
     else:
         items = _escaped(plan.items, plan.fields, f"stage {name} item")
-        names = [f"{name}-{item['index']}" for item in items]
+        names = plan.node_names()
         columns = [[f'{k}="{item[k]}"' for item in items] for k in plan.fields]
         pairs = [" ".join(row) for row in zip(*columns, strict=True)] if columns else []
     # one pass per kind of line: list comprehensions of f-strings are the fastest way
