@@ -5,6 +5,7 @@ Run inside the pool: `scripts/personal-pool run python -m pytest -m condor`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -238,9 +239,15 @@ def test_sandbox_shaped_pipeline_runs_to_completion(run_root: Path) -> None:
     # the GPU node saw the GPU HTCondor assigned it (simulated ids look like GPU-a0223334)
     assert train["CUDA_VISIBLE_DEVICES"] == train["_CONDOR_AssignedGPUs"]
     assert re.fullmatch(r"GPU-[0-9a-f]+", train["CUDA_VISIBLE_DEVICES"])
-    # the throttled fan-out never ran two fetch jobs at once
-    fetch_out = (run_dir / "fetch.dag.dagman.out").read_text()
-    assert "MAXJOBS" not in fetch_out or "fetch" in fetch_out
+    # the throttled fan-out (MAXJOBS fetch 1) never had two fetch jobs in the queue:
+    # DAGMan's own JOBSTATE_LOG shows each SUBMIT after the previous JOB_TERMINATED
+    events: dict[str, dict[str, int]] = {}
+    for line in (run_dir / "fetch.jobstate.log").read_text().splitlines():
+        stamp, node, event = line.split()[:3]
+        events.setdefault(node, {})[event] = int(stamp)
+    spans = sorted((e["SUBMIT"], e["JOB_TERMINATED"]) for n, e in events.items() if n != "INTERNAL")
+    assert len(spans) == 4
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
     assert len(records(run_dir / "out/flaky.json")) == 1
 
 
