@@ -118,11 +118,19 @@ def cli() -> None:
     metavar="STAGE",
     help="Build only this stage and what it needs; repeatable.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start over in a run dir holding a rescue DAG or a DAGMan lock: move the last "
+    "run's records aside to RUN_DIR/previous-N/.",
+)
 @config_options
-def build(config: str, run_dir: str, targets: tuple[str, ...], **options: Any) -> None:
+def build(
+    config: str, run_dir: str, targets: tuple[str, ...], force: bool, **options: Any
+) -> None:
     """Write RUN_DIR/aframe.dag and one STAGE.sub per stage."""
     started = time.perf_counter()
-    summary = core.build(config, run_dir, overrides(**options), targets)
+    summary = core.build(config, run_dir, overrides(**options), targets, force=force)
     elapsed = time.perf_counter() - started
     click.echo(f"Built {summary.pipeline} in {summary.run_dir} ({elapsed:.2f} s)")
     width = max(len(s.name) for s in summary.stages)
@@ -142,6 +150,10 @@ def build(config: str, run_dir: str, targets: tuple[str, ...], **options: Any) -
         f"{len(summary.stages)} stages, {total_nodes} nodes known now; wrote aframe.dag, "
         f"config.yaml and {subs} .sub files"
     )
+    if summary.moved:
+        click.echo(f"Moved the last run's records aside: {', '.join(summary.moved)}")
+    if summary.moved:
+        click.echo(f"Moved the last run's records aside: {', '.join(summary.moved)}")
     for warning in summary.warnings:
         click.echo(f"Warning: {warning}", err=True)
     click.echo("Submit with:")

@@ -62,6 +62,7 @@ class Summary:
     files: list[str]
     dag: Path
     warnings: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
 
 
 def check_dag_path(path: Path, what: str) -> None:
@@ -425,8 +426,13 @@ def build(
     run_dir: str | Path,
     overrides: list[str] | tuple[str, ...] = (),
     targets: list[str] | tuple[str, ...] = (),
+    force: bool = False,
 ) -> Summary:
-    """Build the run dir for a config; nothing is written unless everything renders."""
+    """Build the run dir for a config; nothing is written unless everything renders.
+
+    A run dir holding a rescue DAG or a DAGMan lock is refused unless `force`, which
+    moves the last run's records aside first.
+    """
     run_path = Path(run_dir).absolute()
     check_dag_path(run_path, "run dir")
     python = sys.executable
@@ -440,7 +446,7 @@ def build(
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
     dirs = [f"logs/{s.name}" for s in plan.stages]
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
-    write.write_run_dir(run_path, files, dirs)
+    moved = write.write_run_dir(run_path, files, dirs, force=force)
     write.make_dirs(data_dirs)
     warnings = []
     if run_path.resolve().is_relative_to("/tmp"):
@@ -456,6 +462,7 @@ def build(
         files=sorted(files),
         dag=run_path / "aframe.dag",
         warnings=warnings,
+        moved=moved,
     )
 
 

@@ -13,6 +13,9 @@ from aframe_dag.errors import RunDirError
 # DAGMan's own files: never written or deleted by us; their presence means a run
 # that a rebuild could break.
 DAGMAN_STATE = ("*.lock", "*.rescue[0-9][0-9][0-9]")
+# What a run leaves behind (DAGMan's by-products of each .dag, our status and local
+# records): moved aside together by `build --force`, so no old record is read as new.
+RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", "run-local.record")
 
 
 def write_file(path: Path, text: str) -> None:
@@ -44,22 +47,32 @@ def dagman_state(run_dir: Path) -> list[Path]:
     return sorted(p for pattern in DAGMAN_STATE for p in run_dir.glob(pattern))
 
 
-def write_run_dir(run_dir: Path, files: Mapping[str, str], dirs: Iterable[str]) -> None:
-    """Write all files of a run dir; a new run dir appears whole or not at all."""
+def write_run_dir(
+    run_dir: Path, files: Mapping[str, str], dirs: Iterable[str], force: bool = False
+) -> list[str]:
+    """Write all files of a run dir; a new run dir appears whole or not at all.
+
+    Returns what `force` moved aside (relative paths), to say so.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
     if run_dir.is_dir():
+        moved: list[str] = []
         found = dagman_state(run_dir)
-        if found:
+        if found and not force:
+            names = ", ".join(p.name for p in found[:3]) + (" ..." if len(found) > 3 else "")
             raise RunDirError(
-                f"{run_dir}: holds DAGMan state ({', '.join(p.name for p in found[:3])}); "
-                "resubmit with condor_submit_dag to resume it, or build into a new run dir"
+                f"{run_dir}: holds DAGMan state ({names}); to resume, run "
+                f"condor_submit_dag {run_dir}/aframe.dag (it picks the rescue DAG up); "
+                "to start over, build with --force (moves DAGMan's files aside)"
             )
+        if force:
+            moved = move_aside(run_dir)
         for name in dirs:
             _mkdir(run_dir / name)
         for name, text in files.items():
             write_file(run_dir / name, text)
-        return
+        return moved
     _mkdir(run_dir.parent)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
@@ -75,6 +88,25 @@ def write_run_dir(run_dir: Path, files: Mapping[str, str], dirs: Iterable[str]) 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return []
+
+
+def move_aside(run_dir: Path) -> list[str]:
+    """Move the last run's records (DAGMan's files included) into RUN/previous-N/."""
+    records = sorted({p for pattern in RUN_RECORDS for p in run_dir.glob(pattern) if p.is_file()})
+    if not records:
+        return []
+    number = 1
+    while (run_dir / f"previous-{number}").exists():
+        number += 1
+    target = run_dir / f"previous-{number}"
+    _mkdir(target)
+    try:
+        for path in records:
+            path.rename(target / path.name)
+    except OSError as exc:
+        raise RunDirError(f"{run_dir}: cannot move {path.name} aside: {exc.strerror}") from None
+    return [f"{target.name}/{p.name}" for p in records]
 
 
 def make_dirs(paths: Iterable[str]) -> None:

@@ -191,7 +191,37 @@ def test_dagman_state_is_never_overwritten(tmp_path: Path) -> None:
     (run_dir / "aframe.dag.rescue001").write_text("DONE a\n")
     line = fails("build", str(config), "--run-dir", str(run_dir))
     assert "holds DAGMan state (aframe.dag.rescue001)" in line
+    assert f"condor_submit_dag {run_dir}/aframe.dag (it picks the rescue DAG up)" in line
+    assert "--force" in line
     assert (run_dir / "aframe.dag.rescue001").read_text() == "DONE a\n"
+
+
+def test_a_dagman_lock_is_refused_too(tmp_path: Path) -> None:
+    config = host_config(tmp_path, {"a": {"command": "echo"}})
+    run_dir = tmp_path / "r"
+    assert run_cli("build", str(config), "--run-dir", str(run_dir))[0] == 0
+    (run_dir / "aframe.dag.lock").write_text("pid 1\n")
+    assert "holds DAGMan state (aframe.dag.lock)" in fails(
+        "build", str(config), "--run-dir", str(run_dir)
+    )
+
+
+def test_force_moves_the_last_run_aside_and_says_so(tmp_path: Path) -> None:
+    config = host_config(tmp_path, {"a": {"command": "echo"}})
+    run_dir = tmp_path / "r"
+    assert run_cli("build", str(config), "--run-dir", str(run_dir))[0] == 0
+    left = ["aframe.dag.rescue001", "aframe.dag.dagman.out", "aframe.dag.nodes.log",
+            "aframe.jobstate.log", "aframe.status", "run-local.record"]  # fmt: skip
+    for name in left:
+        (run_dir / name).write_text(f"{name}\n")
+    code, out, err = run_cli("build", str(config), "--run-dir", str(run_dir), "--force")
+    assert code == 0, err
+    moved = ", ".join(f"previous-1/{name}" for name in sorted(left))
+    assert f"Moved the last run's records aside: {moved}" in out
+    for name in left:
+        assert not (run_dir / name).exists()
+        assert (run_dir / "previous-1" / name).read_text() == f"{name}\n"  # nothing lost
+    assert (run_dir / "aframe.dag").exists()
 
 
 HOSTILE = [
