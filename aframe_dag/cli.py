@@ -119,6 +119,12 @@ def cli() -> None:
     help="Build only this stage and what it needs; repeatable.",
 )
 @click.option(
+    "--rerun",
+    multiple=True,
+    metavar="STAGE",
+    help="Run this stage and everything after it again, complete or not; repeatable.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Start over in a run dir holding a rescue DAG or a DAGMan lock: move the last "
@@ -126,11 +132,16 @@ def cli() -> None:
 )
 @config_options
 def build(
-    config: str, run_dir: str, targets: tuple[str, ...], force: bool, **options: Any
+    config: str,
+    run_dir: str,
+    targets: tuple[str, ...],
+    rerun: tuple[str, ...],
+    force: bool,
+    **options: Any,
 ) -> None:
-    """Write RUN_DIR/aframe.dag and one STAGE.sub per stage."""
+    """Write RUN_DIR/aframe.dag and one STAGE.sub per stage; complete nodes are DONE."""
     started = time.perf_counter()
-    summary = core.build(config, run_dir, overrides(**options), targets, force=force)
+    summary = core.build(config, run_dir, overrides(**options), targets, force=force, rerun=rerun)
     elapsed = time.perf_counter() - started
     click.echo(f"Built {summary.pipeline} in {summary.run_dir} ({elapsed:.2f} s)")
     width = max(len(s.name) for s in summary.stages)
@@ -141,7 +152,7 @@ def build(
         else:
             count = len(stage.items) if stage.spec else 1
             total_nodes += count
-            nodes = f"{count} node{'s' if count != 1 else ''}"
+            nodes = f"{count} node{'s' if count != 1 else ''}" + _completion(stage.verdicts)
         gpus = stage.stage.resources.gpus
         gpu_note = f", {gpus} GPU{'s' if gpus != 1 else ''} each" if gpus else ""
         click.echo(f"  {stage.name:<{width}}  {nodes}{gpu_note}")
@@ -150,8 +161,6 @@ def build(
         f"{len(summary.stages)} stages, {total_nodes} nodes known now; wrote aframe.dag, "
         f"config.yaml and {subs} .sub files"
     )
-    if summary.moved:
-        click.echo(f"Moved the last run's records aside: {', '.join(summary.moved)}")
     if summary.moved:
         click.echo(f"Moved the last run's records aside: {', '.join(summary.moved)}")
     for warning in summary.warnings:
@@ -238,6 +247,22 @@ def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
         raise click.ClickException("interrupted; run again to resume")
     if outcome.failed:
         raise click.ClickException(f"{len(outcome.failed)} node(s) failed")
+
+
+def _completion(verdicts: dict[str, Any]) -> str:
+    """': 3 complete (1 with outputs but no record), 2 to run (command changed)'."""
+    done = [v for v in verdicts.values() if v.complete]
+    if not done and all(v.reason in ("never run", "outputs missing") for v in verdicts.values()):
+        return ""
+    parts = []
+    if done:
+        adopted = sum(v.reason == "outputs without record" for v in done)
+        note = f" ({adopted} outputs without record)" if adopted else ""
+        parts.append(f"{len(done)} complete{note}")
+    stale = [v.reason for v in verdicts.values() if not v.complete]
+    if stale:
+        parts.append(f"{len(stale)} to run ({', '.join(sorted(set(stale)))})")
+    return ": " + ", ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

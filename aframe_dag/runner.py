@@ -367,10 +367,7 @@ class Runner:
         task.state = "done"
         self.counts["done"] += 1
         self.outcome.done.append(task.key)
-        with open(self.record_path, "a", encoding="utf-8") as record:
-            record.write(f"done {task.key}\n")
-            record.flush()
-            os.fsync(record.fileno())
+        self._record("done", task)
         for child in self.children.get(task.key, []):
             self.pending[child] -= 1
             if self.pending[child] == 0 and self.tasks[child].state == "waiting":
@@ -381,6 +378,8 @@ class Runner:
         task.state = "failed"
         task.error = message
         self.counts["failed"] += 1
+        # recorded too: a failed node's partial outputs must never pass for complete
+        self._record("failed", task)
         self.outcome.failed.append((task.key, message))
         todo = list(self.children.get(task.key, []))
         while todo:  # everything downstream will not run
@@ -390,6 +389,13 @@ class Runner:
                 self.counts["failed"] += 1
                 todo.extend(self.children.get(child.key, []))
         self._say(f"FAIL  {task.key}: {message}")
+
+    def _record(self, event: str, task: Task) -> None:
+        """Append `EVENT DAG:NODE TIME` to the record, on disk before going on."""
+        with open(self.record_path, "a", encoding="utf-8") as record:
+            record.write(f"{event} {task.key} {time.time():.3f}\n")
+            record.flush()
+            os.fsync(record.fileno())
 
     def _kill_all(self) -> None:
         for task in self.running.values():
@@ -411,7 +417,20 @@ class Runner:
         if not self.record_path.exists():
             return set()
         lines = self.record_path.read_text(encoding="utf-8").splitlines()
-        return {line[5:] for line in lines if line.startswith("done ")}
+        return {line.split()[1] for line in lines if line.startswith("done ")}
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """The pid of a live run-local on this run dir, or None."""
+    path = run_dir / LOCK
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "?"
+    return None
 
 
 @contextlib.contextmanager

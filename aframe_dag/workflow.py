@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import fanout, graph, quoting, render, write
+from aframe_dag import completion, fanout, graph, quoting, render, write
 from aframe_dag.config import Config, LoadedConfig, Stage, dump_config, load_config
-from aframe_dag.errors import ConfigError, FanoutError, RunDirError
+from aframe_dag.errors import ConfigError, FanoutError, GraphError, RunDirError
 
 ENTRY_DIR = Path(__file__).parent / "entry"
 ENTRY_SCRIPTS = sorted(p.stem for p in ENTRY_DIR.glob("*.py") if p.stem != "__init__")
@@ -30,6 +30,14 @@ class StagePlan:
     items: list[fanout.Item] = field(default_factory=list)
     submit_text: str = ""
     entry_scripts: list[str] = field(default_factory=list)
+    fingerprints: dict[str, completion.Fingerprint] = field(default_factory=dict)
+    verdicts: dict[str, completion.Verdict] = field(default_factory=dict)
+    recorded: dict[str, str] = field(default_factory=dict)  # last successful digest
+
+    @property
+    def complete(self) -> bool:
+        """Every node of the stage is complete (a run-time stage never is, at build)."""
+        return not self.runtime and all(v.complete for v in self.verdicts.values())
 
     @property
     def runtime(self) -> bool:
@@ -149,7 +157,8 @@ def plan_stage(
     plan = StagePlan(name=name, stage=stage, parents=list(stage.after), spec=spec, fields=[])
     if spec is not None:
         missing = [p for p in spec.inputs() if not Path(p).exists()]
-        if expand_now is False or (expand_now is None and missing):
+        # an input that exists may still be rewritten upstream (expand_now False)
+        if spec.inputs() and (expand_now is False or (expand_now is None and missing)):
             plan.waits_for = missing[0] if missing else spec.inputs()[0]
         else:
             if missing:
@@ -164,22 +173,140 @@ def plan_stage(
 
 
 def make_plan(
-    loaded: LoadedConfig, run_dir: Path, targets: list[str] | tuple[str, ...] = ()
+    loaded: LoadedConfig,
+    run_dir: Path,
+    targets: list[str] | tuple[str, ...] = (),
+    state: dict[str, dict[str, str]] | None = None,
+    rerun: list[str] | tuple[str, ...] = (),
 ) -> Plan:
-    """Resolve the config and plan every selected stage, in dependency order."""
+    """Resolve the config and plan every selected stage, in dependency order.
+
+    With `state` (successes harvested from the run dir), nodes are judged complete or
+    not; a stage whose fan-out input exists expands at build only if everything
+    upstream is complete (else the input may still change: it expands at run time).
+    """
     config = loaded.config
     after = {name: stage.after for name, stage in config.stages.items()}
     graph.check_dependencies(after)
     selected = graph.with_ancestors(after, targets) if targets else set(after)
+    for name in rerun:
+        if name not in after:
+            raise GraphError(f"--rerun: unknown stage {name!r}")
+    forced = {n for n in after if graph.with_ancestors(after, [n]) & set(rerun)}
     config = resolve(loaded, run_dir)
-    stages = [
-        plan_stage(config, run_dir, name, loaded.source.where)
-        for name in graph.topological_order(after)
-        if name in selected
-    ]
+    plans: dict[str, StagePlan] = {}
+    settled: dict[str, bool] = {}  # complete as far as can be told before settle()
+    for name in graph.topological_order(after):
+        if name not in selected:
+            continue
+        upstream = after[name]
+        expand_now = None if all(settled[a] for a in upstream) else False
+        plan = plan_stage(config, run_dir, name, loaded.source.where, expand_now)
+        if state is not None:
+            judge(plan, config, run_dir, state, forced=name in forced)
+        settled[name] = (
+            state is not None
+            and not plan.runtime
+            and all(_ok(plan, n) for n in plan.verdicts)
+            and all(settled[a] for a in upstream)
+        )
+        plans[name] = plan
+    if state is not None:
+        settle(list(plans.values()))
     if targets:
-        config = replace(config, stages={s.name: config.stages[s.name] for s in stages})
-    return Plan(config=config, run_dir=run_dir, stages=stages)
+        config = replace(config, stages={name: config.stages[name] for name in plans})
+    return Plan(config=config, run_dir=run_dir, stages=list(plans.values()))
+
+
+def _ok(plan: StagePlan, node: str) -> bool:
+    """Complete by its own record, or so but for outputs a consumer may have deleted."""
+    verdict = plan.verdicts[node]
+    return verdict.complete or (
+        verdict.reason == "outputs missing"
+        and plan.fingerprints[node].digest == plan.recorded.get(node)
+    )
+
+
+def judge(
+    plan: StagePlan,
+    config: Config,
+    run_dir: Path,
+    state: dict[str, dict[str, str]],
+    forced: bool = False,
+) -> None:
+    """Fingerprint a planned stage's nodes and judge each by its own record and outputs."""
+    if plan.runtime:
+        return
+    recipe, env = completion.submit_parts(plan.submit_text)
+    image = completion.image_identity(plan.stage.image)
+    outputs = output_paths(config, run_dir, plan)
+    items = plan.items if plan.spec is not None else [None]
+    for item, name in zip(items, plan.node_names(), strict=True):
+        values = "\0".join(f"{k}={item[k]}" for k in plan.fields) if item else ""
+        current = completion.fingerprint(recipe, env, image, values)
+        plan.fingerprints[name] = current
+        plan.recorded[name] = state.get(name, {}).get("digest", "")
+        paths = [_fill(parts, item) for parts in outputs]
+        plan.verdicts[name] = (
+            completion.Verdict(False, "--rerun")
+            if forced
+            else completion.verdict(name, current, paths, state)
+        )
+
+
+def settle(plans: list[StagePlan]) -> None:
+    """Final verdicts: a node is complete only if its parents are, and a node whose outputs
+    are gone only if every consumer is complete (merges delete their inputs)."""
+    by_name = {p.name: p for p in plans}
+    children: dict[str, list[StagePlan]] = {p.name: [] for p in plans}
+    for plan in plans:
+        for parent in plan.parents:
+            children[parent].append(plan)
+    ok = {p.name: {n for n in p.verdicts if _ok(p, n)} for p in plans}
+    why: dict[str, str] = {}
+
+    def whole(plan: StagePlan) -> bool:
+        return not plan.runtime and len(ok[plan.name]) == len(plan.verdicts)
+
+    changed = True
+    while changed:
+        changed = False
+        for plan in plans:
+            blocked = next((p for p in plan.parents if not whole(by_name[p])), None)
+            if blocked and ok[plan.name]:
+                why[plan.name] = f"parent stage {blocked} runs"
+                ok[plan.name] = set()
+                changed = True
+        for plan in reversed(plans):
+            consumers = children[plan.name]
+            if consumers and all(whole(c) for c in consumers):
+                continue
+            gone = {n for n in ok[plan.name] if not plan.verdicts[n].complete}
+            if gone:
+                ok[plan.name] -= gone
+                changed = True
+    for plan in plans:
+        for name, verdict in plan.verdicts.items():
+            if name in ok[plan.name] and not verdict.complete:
+                plan.verdicts[name] = completion.Verdict(True, "outputs consumed downstream")
+            elif name not in ok[plan.name] and (verdict.complete or plan.name in why):
+                reason = why.get(plan.name) if verdict.complete else verdict.reason
+                plan.verdicts[name] = completion.Verdict(False, reason or verdict.reason)
+
+
+def output_paths(config: Config, run_dir: Path, plan: StagePlan) -> list[list[quoting.Part]]:
+    """Each `outputs` template as text and item macros, filled per node by `_fill`."""
+    context = template_context(config, run_dir, plan.name)
+    if plan.spec is not None:
+        context["item"] = render.ItemPlaceholder(_item_fields(plan.spec), plan.name)
+    return [
+        render.render_value(template, context, f"stages.{plan.name}.outputs.{i}")
+        for i, template in enumerate(plan.stage.outputs)
+    ]
+
+
+def _fill(parts: list[quoting.Part], item: fanout.Item | None) -> str:
+    return "".join(p if isinstance(p, str) else (item or {})[p.name] for p in parts)
 
 
 # --- submit files ------------------------------------------------------------
@@ -351,7 +478,8 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
         pairs = [" ".join(row) for row in zip(*columns, strict=True)] if columns else []
     # one pass per kind of line: list comprehensions of f-strings are the fastest way
     # Python has to make 10^5 of them
-    blocks = [f"JOB {node} {submit}\n" for node in names]
+    done = {n for n, v in plan.verdicts.items() if v.complete}
+    blocks = [f"JOB {node} {submit}{' DONE' if node in done else ''}\n" for node in names]
     if pairs:
         blocks = [f"{b}VARS {n} {p}\n" for b, n, p in zip(blocks, names, pairs, strict=True)]
     if retry:
@@ -427,18 +555,26 @@ def build(
     overrides: list[str] | tuple[str, ...] = (),
     targets: list[str] | tuple[str, ...] = (),
     force: bool = False,
+    rerun: list[str] | tuple[str, ...] = (),
 ) -> Summary:
     """Build the run dir for a config; nothing is written unless everything renders.
 
-    A run dir holding a rescue DAG or a DAGMan lock is refused unless `force`, which
-    moves the last run's records aside first.
+    Complete nodes (outputs there, last success with the same fingerprint) are
+    written DONE. A run dir holding a rescue DAG or a DAGMan lock is refused unless
+    `force`, which moves the last run's records aside first.
     """
     run_path = Path(run_dir).absolute()
     check_dag_path(run_path, "run dir")
     python = sys.executable
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
     loaded = load_config(config_path, overrides)
-    plan = make_plan(loaded, run_path, targets)
+    from aframe_dag.runner import lock_holder  # only builds need it
+
+    holder = lock_holder(run_path) if run_path.is_dir() else None
+    if holder:
+        raise RunDirError(f"{run_path}: run-local (pid {holder}) is running on it; wait or stop it")
+    state = completion.harvest(run_path) if run_path.is_dir() else {}
+    plan = make_plan(loaded, run_path, targets, state, rerun)
     files = {"config.yaml": dump_config(plan.config), "aframe.dag": dag_text(plan, python)}
     for stage in plan.stages:
         files[f"{stage.name}.sub"] = stage.submit_text
@@ -448,6 +584,9 @@ def build(
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     moved = write.write_run_dir(run_path, files, dirs, force=force)
     write.make_dirs(data_dirs)
+    completion.save(run_path, state)
+    fingerprints = {n: f for s in plan.stages for n, f in s.fingerprints.items()}
+    completion.write_fingerprints(run_path / "fingerprints.json", fingerprints)
     warnings = []
     if run_path.resolve().is_relative_to("/tmp"):
         # DAGMan's strict mode (the default) refuses a default node log under /tmp
@@ -479,6 +618,10 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     if not config.stages[stage].foreach:
         raise ConfigError(f"stage {stage} has no fan-out to expand")
     plan = plan_stage(config, run_path, stage, loaded.source.where, expand_now=True)
+    # a file-fed stage's fingerprints need no parent's: nodes that already succeeded
+    # with the same item (say, the same piece of a re-queried segment list) are DONE
+    judge(plan, config, run_path, completion.harvest(run_path))
     path = run_path / f"{stage}.dag"
     write.write_file(path, stage_dag_text(config, run_path, plan))
+    completion.write_fingerprints(run_path / f"{stage}.fingerprints.json", plan.fingerprints)
     return path, len(plan.items)

@@ -12,7 +12,7 @@ from aframe_dag.errors import RunDirError
 
 # DAGMan's own files: never written or deleted by us; their presence means a run
 # that a rebuild could break.
-DAGMAN_STATE = ("*.lock", "*.rescue[0-9][0-9][0-9]")
+DAGMAN_STATE = ("*.dag.lock", "*.rescue[0-9][0-9][0-9]")
 # What a run leaves behind (DAGMan's by-products of each .dag, our status and local
 # records): moved aside together by `build --force`, so no old record is read as new.
 RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", "run-local.record")

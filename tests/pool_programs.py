@@ -48,6 +48,14 @@ def main(argv: list[str]) -> int:
         started = time.time()
         time.sleep(float(rest[0]))
         record(out, [str(started), str(time.time())])
+    elif command == "consume":
+        record(out, rest)
+        for path in rest:
+            Path(path).unlink()
+    elif command == "partial":
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("half")
+        return 5
     elif command == "fail-unless":
         if not Path(out).exists():
             print(f"{out} is missing", file=sys.stderr)
