@@ -249,6 +249,32 @@ def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
         raise click.ClickException(f"{len(outcome.failed)} node(s) failed")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="FILE.svg, FILE.png (graphviz's dot) or FILE.dot.",
+)
+@click.option(
+    "--collapse",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Draw a stage with more nodes than this as one box, 'stage xN'.",
+)
+def graph(run_dir: str, output: str, collapse: int) -> None:
+    """Draw the DAG in RUN_DIR: stages as boxes, complete nodes shaded, failed marked."""
+    from pathlib import Path
+
+    from aframe_dag import picture
+
+    picture.render(picture.to_dot(Path(run_dir), collapse), Path(output))
+    click.echo(f"wrote {output}")
+
+
 def _completion(verdicts: dict[str, Any]) -> str:
     """': 3 complete (1 with outputs but no record), 2 to run (command changed)'."""
     done = [v for v in verdicts.values() if v.complete]
