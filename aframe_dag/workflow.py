@@ -33,6 +33,7 @@ class StagePlan:
     fingerprints: dict[str, completion.Fingerprint] = field(default_factory=dict)
     verdicts: dict[str, completion.Verdict] = field(default_factory=dict)
     recorded: dict[str, str] = field(default_factory=dict)  # last successful digest
+    _names: list[str] = field(default_factory=list, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -44,10 +45,12 @@ class StagePlan:
         return self.waits_for is not None
 
     def node_names(self) -> list[str]:
-        """Names of this stage's nodes in the top-level DAG."""
+        """Names of this stage's nodes in the top-level DAG (computed once)."""
         if self.runtime or self.spec is None:
             return [self.name]
-        return [graph.node_name(self.name, item["index"]) for item in self.items]
+        if len(self._names) != len(self.items):
+            self._names = [graph.node_name(self.name, item["index"]) for item in self.items]
+        return self._names
 
 
 @dataclass
@@ -176,7 +179,7 @@ def make_plan(
     loaded: LoadedConfig,
     run_dir: Path,
     targets: list[str] | tuple[str, ...] = (),
-    state: dict[str, dict[str, str]] | None = None,
+    state: completion.State | None = None,
     rerun: list[str] | tuple[str, ...] = (),
 ) -> Plan:
     """Resolve the config and plan every selected stage, in dependency order.
@@ -227,11 +230,14 @@ def _ok(plan: StagePlan, node: str) -> bool:
     )
 
 
+RERUN = completion.Verdict(False, "--rerun")
+
+
 def judge(
     plan: StagePlan,
     config: Config,
     run_dir: Path,
-    state: dict[str, dict[str, str]],
+    state: completion.State,
     forced: bool = False,
 ) -> None:
     """Fingerprint a planned stage's nodes and judge each by its own record and outputs."""
@@ -239,18 +245,18 @@ def judge(
         return
     recipe, env = completion.submit_parts(plan.submit_text)
     image = completion.image_identity(plan.stage.image)
-    outputs = output_paths(config, run_dir, plan)
-    items = plan.items if plan.spec is not None else [None]
+    patterns = [_pattern(parts) for parts in output_paths(config, run_dir, plan)]
+    files = completion.Outputs()
+    stage = completion.stage_fingerprint(recipe, env, image)
+    items = plan.items if plan.spec is not None else [{}]
     for item, name in zip(items, plan.node_names(), strict=True):
-        values = "\0".join(f"{k}={item[k]}" for k in plan.fields) if item else ""
-        current = completion.fingerprint(recipe, env, image, values)
+        values = " ".join([f"{k}={item[k]}" for k in plan.fields])
+        current = completion.node_fingerprint(stage, values)
         plan.fingerprints[name] = current
-        plan.recorded[name] = state.get(name, {}).get("digest", "")
-        paths = [_fill(parts, item) for parts in outputs]
+        plan.recorded[name] = state.nodes.get(name, "")
+        paths = [pattern.format_map(item) for pattern in patterns]
         plan.verdicts[name] = (
-            completion.Verdict(False, "--rerun")
-            if forced
-            else completion.verdict(name, current, paths, state)
+            RERUN if forced else completion.verdict(name, current, paths, state, files)
         )
 
 
@@ -305,8 +311,12 @@ def output_paths(config: Config, run_dir: Path, plan: StagePlan) -> list[list[qu
     ]
 
 
-def _fill(parts: list[quoting.Part], item: fanout.Item | None) -> str:
-    return "".join(p if isinstance(p, str) else (item or {})[p.name] for p in parts)
+def _pattern(parts: list[quoting.Part]) -> str:
+    """An output path as a format string: item macros become {name}."""
+    return "".join(
+        p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{{p.name}}}"
+        for p in parts
+    )
 
 
 # --- submit files ------------------------------------------------------------
@@ -573,7 +583,7 @@ def build(
     holder = lock_holder(run_path) if run_path.is_dir() else None
     if holder:
         raise RunDirError(f"{run_path}: run-local (pid {holder}) is running on it; wait or stop it")
-    state = completion.harvest(run_path) if run_path.is_dir() else {}
+    state = completion.harvest(run_path) if run_path.is_dir() else completion.State()
     plan = make_plan(loaded, run_path, targets, state, rerun)
     files = {"config.yaml": dump_config(plan.config), "aframe.dag": dag_text(plan, python)}
     for stage in plan.stages:

@@ -163,20 +163,25 @@ def test_partial_output_of_a_failed_node_is_not_complete(tmp_path: Path) -> None
     assert "  other  1 node: 1 to run (outputs without record)" not in out
 
 
+def _fingerprints(tmp_path: Path, names: list[str], written: float) -> None:
+    stage = completion.stage_fingerprint("recipe", "env", "image")
+    fingerprints = {n: completion.node_fingerprint(stage, f"i={n}") for n in names}
+    completion.write_fingerprints(tmp_path / "fingerprints.json", fingerprints)
+    data = json.loads((tmp_path / "fingerprints.json").read_text())
+    data["written"] = written
+    (tmp_path / "fingerprints.json").write_text(json.dumps(data))
+
+
 def test_harvest_reads_a_real_dagman_jobstate_log(tmp_path: Path) -> None:
     # written by DAGMan 23.9 on the personal pool: first and beside succeed, broken fails,
     # then (rescue run) broken and last succeed
     shutil.copy(SAMPLES / "rescue-run.jobstate.log", tmp_path / "aframe.jobstate.log")
-    fingerprints = {n: completion.Fingerprint(f"d-{n}", {}) for n in ("first", "broken", "last")}
-    completion.write_fingerprints(tmp_path / "fingerprints.json", fingerprints)
-    data = json.loads((tmp_path / "fingerprints.json").read_text())
-    data["written"] = 0  # the sample's events come after this build
-    (tmp_path / "fingerprints.json").write_text(json.dumps(data))
-    state = completion.harvest(tmp_path)
-    assert state == {
-        "first": {"digest": "d-first"},
-        "broken": {"digest": "d-broken"},  # its last event is a success
-        "last": {"digest": "d-last"},
+    _fingerprints(tmp_path, ["first", "broken", "last"], written=0)  # built before the run
+    base = completion.stage_fingerprint("recipe", "env", "image").base
+    assert completion.harvest(tmp_path).nodes == {
+        "first": f"{base}/i=first",
+        "broken": f"{base}/i=broken",  # its last event is a success
+        "last": f"{base}/i=last",
     }  # beside is not a node of this build: ignored
 
 
@@ -184,14 +189,10 @@ def test_a_failure_after_the_build_is_recorded_as_failed(tmp_path: Path) -> None
     (tmp_path / "aframe.jobstate.log").write_text(
         "100 n JOB_SUCCESS 0 - - 1\n200 n JOB_FAILURE 1 - - 2\n"
     )
-    completion.write_fingerprints(
-        tmp_path / "fingerprints.json", {"n": completion.Fingerprint("d", {})}
-    )
-    data = json.loads((tmp_path / "fingerprints.json").read_text())
-    data["written"] = 150  # the success came from an older build's run
-    (tmp_path / "fingerprints.json").write_text(json.dumps(data))
-    assert completion.harvest(tmp_path) == {"n": {"digest": completion.FAILED}}
-    current = completion.Fingerprint("d", {})
-    assert completion.verdict("n", current, [], completion.harvest(tmp_path)) == (
+    _fingerprints(tmp_path, ["n"], written=150)  # the success came from an older build's run
+    state = completion.harvest(tmp_path)
+    assert state.nodes == {"n": completion.FAILED}
+    current = completion.node_fingerprint(completion.stage_fingerprint("r", "e", "i"), "")
+    assert completion.verdict("n", current, [], state, completion.Outputs()) == (
         completion.Verdict(False, "failed last time")
     )
