@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,17 +33,13 @@ _FAILURE = {"JOB_FAILURE", "POST_FAILURE", "PRE_FAILURE", "JOB_ABORTED"}
 FAILED = "failed"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True)
 class Fingerprint:
-    """A node's fingerprint: its stage's hashed parts, then its own VARS."""
+    """What a stage's nodes share: the hash of its parts, and the parts (to say what
+    changed). A node's digest is `BASE/VARS`: no hashing per node."""
 
-    base: str  # hash of the stage's parts
-    parts: dict[str, str]  # command, environment, image (of the stage), to say what changed
-    item: str  # the node's VARS
-
-    @property
-    def digest(self) -> str:
-        return f"{self.base}/{self.item}"
+    base: str
+    parts: dict[str, str]
 
 
 @dataclass
@@ -86,12 +83,7 @@ def submit_parts(submit_text: str) -> tuple[str, str]:
 def stage_fingerprint(recipe: str, env: str, image: str) -> Fingerprint:
     """The part of a fingerprint all nodes of a stage share (hashed once per stage)."""
     parts = {"command": recipe, "environment": env, "image": image}
-    return Fingerprint(digest(recipe, env, image), parts, "")
-
-
-def node_fingerprint(stage: Fingerprint, item: str) -> Fingerprint:
-    """A node's fingerprint: its stage's, plus its VARS as they are (no hashing per node)."""
-    return Fingerprint(stage.base, stage.parts, item)
+    return Fingerprint(digest(recipe, env, image), parts)
 
 
 class Outputs:
@@ -116,14 +108,40 @@ class Outputs:
 # --- records --------------------------------------------------------------------------
 
 
-def write_fingerprints(path: Path, fingerprints: dict[str, Fingerprint]) -> None:
-    """Record the fingerprints of the nodes a DAG file holds, and when it was written."""
+def write_fingerprints(path: Path, stages: Iterable[Any], dag: str) -> None:
+    """Record each stage's fingerprint for the DAG file `dag`, and when it was written.
+
+    A node's digest is its stage's base and its VARS, which the DAG file itself holds:
+    `harvest` reads them back from there, so nothing is written per node.
+    """
+    stages = [s for s in stages if s.stage_fingerprint is not None]
     data = {
         "written": time.time(),
-        "bases": {f.base: f.parts for f in fingerprints.values()},
-        "nodes": {name: f.digest for name, f in fingerprints.items()},
+        "dag": dag,
+        "stages": {s.name: s.stage_fingerprint.base for s in stages},
+        "bases": {s.stage_fingerprint.base: s.stage_fingerprint.parts for s in stages},
     }
     write.write_file(path, json.dumps(data, separators=(",", ":")) + "\n")
+
+
+def node_digests(dag: Path, stages: dict[str, str], wanted: set[str]) -> dict[str, str]:
+    """`BASE/VARS` of the `wanted` nodes of a DAG file, from its JOB and VARS lines."""
+    digests: dict[str, str] = {}
+    try:
+        lines = dag.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return digests
+    for line in lines:
+        if line.startswith("JOB "):
+            node = line.split(maxsplit=2)[1]
+            if node in wanted:
+                stage = node if node in stages else node.rpartition("-")[0]
+                if stage in stages:
+                    digests[node] = f"{stages[stage]}/"
+        elif line.startswith("VARS ") and line.split(maxsplit=2)[1] in digests:
+            _, node, pairs = line.split(maxsplit=2)
+            digests[node] += pairs
+    return digests
 
 
 def _read_json(path: Path) -> Any:
@@ -171,17 +189,20 @@ def harvest(run_dir: Path) -> State:
     state = State(dict(saved.get("nodes", {})), dict(saved.get("bases", {})))
     for fingerprints in sorted(run_dir.glob("*fingerprints.json")):
         data = _read_json(fingerprints)
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or "dag" not in data:
             continue
-        since, nodes = float(data.get("written", 0)), data.get("nodes", {})
+        since = float(data.get("written", 0))
         state.bases.update(data.get("bases", {}))
-        dag = fingerprints.name.removesuffix("fingerprints.json").rstrip(".") or "aframe"
-        events = jobstate_events(run_dir / f"{dag}.jobstate.log", since)
+        dag = run_dir / data["dag"]
+        events = jobstate_events(dag.with_name(dag.stem + ".jobstate.log"), since)
         events.update(local_events(run_dir / "run-local.record", since))
+        if not events:
+            continue
+        digests = node_digests(dag, data.get("stages", {}), set(events))
         for node, event in events.items():
-            if node in nodes:
+            if node in digests:
                 # a failed or removed node is never complete, whatever outputs it left
-                state.nodes[node] = nodes[node] if event == "success" else FAILED
+                state.nodes[node] = digests[node] if event == "success" else FAILED
     return state
 
 
@@ -201,7 +222,12 @@ class Verdict:
 
 
 def verdict(
-    node: str, current: Fingerprint, outputs: list[str], state: State, files: Outputs
+    node: str,
+    stage: Fingerprint,
+    item: str,
+    outputs: list[str],
+    state: State,
+    files: Outputs,
 ) -> Verdict:
     """Complete, adopted (outputs with no record) or to run, with the reason."""
     recorded = state.nodes.get(node)
@@ -212,11 +238,11 @@ def verdict(
         return NEVER_RUN if not outputs else MISSING
     if recorded == FAILED:
         return FAILED_LAST_TIME
-    if recorded != current.digest:
-        base, _, item = recorded.partition("/")
+    if recorded != f"{stage.base}/{item}":
+        base, _, before_item = recorded.partition("/")
         before = state.bases.get(base, {})
-        changed = {k for k, v in current.parts.items() if before.get(k) != v}
-        if item != current.item:
+        changed = {k for k, v in stage.parts.items() if before.get(k) != v}
+        if before_item != item:
             changed.add("command")
         return Verdict(False, f"{', '.join(sorted(changed)) or 'fingerprint'} changed")
     if not exist:

@@ -30,10 +30,12 @@ class StagePlan:
     items: list[fanout.Item] = field(default_factory=list)
     submit_text: str = ""
     entry_scripts: list[str] = field(default_factory=list)
-    fingerprints: dict[str, completion.Fingerprint] = field(default_factory=dict)
+    stage_fingerprint: completion.Fingerprint | None = None
     verdicts: dict[str, completion.Verdict] = field(default_factory=dict)
-    recorded: dict[str, str] = field(default_factory=dict)  # last successful digest
+    recorded: dict[str, str] = field(default_factory=dict)  # node: last known digest
     _names: list[str] = field(default_factory=list, repr=False)
+    _vars: list[str] = field(default_factory=list, repr=False)
+    _digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -43,6 +45,30 @@ class StagePlan:
     @property
     def runtime(self) -> bool:
         return self.waits_for is not None
+
+    def vars_texts(self) -> list[str]:
+        """Each node's VARS pairs as the DAG file writes them (computed once); also the
+        node's part of its fingerprint."""
+        if self.spec is None or self.runtime:
+            return [""]
+        if len(self._vars) != len(self.items):
+            items = _escaped(self.items, self.fields, f"stage {self.name} item")
+            columns = [[f'{k}="{item[k]}"' for item in items] for k in self.fields]
+            self._vars = (
+                [" ".join(row) for row in zip(*columns, strict=True)]
+                if columns
+                else [""] * len(items)
+            )
+        return self._vars
+
+    def digest(self, node: str) -> str:
+        """A node's fingerprint now: its stage's hash, then its VARS."""
+        assert self.stage_fingerprint is not None
+        if len(self._digests) != len(self.items) or not self._digests:
+            base = self.stage_fingerprint.base
+            pairs = zip(self.node_names(), self.vars_texts(), strict=True)
+            self._digests = {n: f"{base}/{v}" for n, v in pairs}
+        return self._digests[node]
 
     def node_names(self) -> list[str]:
         """Names of this stage's nodes in the top-level DAG (computed once)."""
@@ -210,7 +236,7 @@ def make_plan(
         settled[name] = (
             state is not None
             and not plan.runtime
-            and all(_ok(plan, n) for n in plan.verdicts)
+            and len(_ok_nodes(plan)) == len(plan.verdicts)
             and all(settled[a] for a in upstream)
         )
         plans[name] = plan
@@ -225,9 +251,15 @@ def _ok(plan: StagePlan, node: str) -> bool:
     """Complete by its own record, or so but for outputs a consumer may have deleted."""
     verdict = plan.verdicts[node]
     return verdict.complete or (
-        verdict.reason == "outputs missing"
-        and plan.fingerprints[node].digest == plan.recorded.get(node)
+        verdict.reason == "outputs missing" and plan.recorded.get(node) == plan.digest(node)
     )
+
+
+def _ok_nodes(plan: StagePlan) -> set[str]:
+    """The stage's nodes that `_ok` accepts (none, at once, when nothing is recorded)."""
+    if not plan.recorded and not any(v.complete for v in set(plan.verdicts.values())):
+        return set()
+    return {n for n in plan.verdicts if _ok(plan, n)}
 
 
 RERUN = completion.Verdict(False, "--rerun")
@@ -247,17 +279,22 @@ def judge(
     image = completion.image_identity(plan.stage.image)
     patterns = [_pattern(parts) for parts in output_paths(config, run_dir, plan)]
     files = completion.Outputs()
-    stage = completion.stage_fingerprint(recipe, env, image)
-    items = plan.items if plan.spec is not None else [{}]
-    for item, name in zip(items, plan.node_names(), strict=True):
-        values = " ".join([f"{k}={item[k]}" for k in plan.fields])
-        current = completion.node_fingerprint(stage, values)
-        plan.fingerprints[name] = current
-        plan.recorded[name] = state.nodes.get(name, "")
-        paths = [pattern.format_map(item) for pattern in patterns]
-        plan.verdicts[name] = (
-            RERUN if forced else completion.verdict(name, current, paths, state, files)
-        )
+    stage = plan.stage_fingerprint = completion.stage_fingerprint(recipe, env, image)
+    names = plan.node_names()
+    plan.recorded = {n: state.nodes[n] for n in names if n in state.nodes}
+    if forced:
+        plan.verdicts = dict.fromkeys(names, RERUN)
+    elif not plan.recorded and not patterns:  # a first build: nothing to look at
+        plan.verdicts = dict.fromkeys(names, completion.NEVER_RUN)
+    else:
+        files = completion.Outputs()
+        items = plan.items if plan.spec is not None else [{}]
+        plan.verdicts = {
+            name: completion.verdict(
+                name, stage, value, [p.format_map(item) for p in patterns], state, files
+            )
+            for name, value, item in zip(names, plan.vars_texts(), items, strict=True)
+        }
 
 
 def settle(plans: list[StagePlan]) -> None:
@@ -268,7 +305,7 @@ def settle(plans: list[StagePlan]) -> None:
     for plan in plans:
         for parent in plan.parents:
             children[parent].append(plan)
-    ok = {p.name: {n for n in p.verdicts if _ok(p, n)} for p in plans}
+    ok = {p.name: _ok_nodes(p) for p in plans}
     why: dict[str, str] = {}
 
     def whole(plan: StagePlan) -> bool:
@@ -479,13 +516,8 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
     name = plan.name
     retry, category = plan.stage.retry, plan.stage.max_jobs
     submit = f"{run_dir}/{name}.sub"
-    if plan.spec is None:
-        names, pairs = [name], []
-    else:
-        items = _escaped(plan.items, plan.fields, f"stage {name} item")
-        names = plan.node_names()
-        columns = [[f'{k}="{item[k]}"' for item in items] for k in plan.fields]
-        pairs = [" ".join(row) for row in zip(*columns, strict=True)] if columns else []
+    names = plan.node_names()
+    pairs = plan.vars_texts() if plan.spec is not None and plan.fields else []
     # one pass per kind of line: list comprehensions of f-strings are the fastest way
     # Python has to make 10^5 of them
     done = {n for n, v in plan.verdicts.items() if v.complete}
@@ -595,8 +627,7 @@ def build(
     moved = write.write_run_dir(run_path, files, dirs, force=force)
     write.make_dirs(data_dirs)
     completion.save(run_path, state)
-    fingerprints = {n: f for s in plan.stages for n, f in s.fingerprints.items()}
-    completion.write_fingerprints(run_path / "fingerprints.json", fingerprints)
+    completion.write_fingerprints(run_path / "fingerprints.json", plan.stages, "aframe.dag")
     warnings = []
     if run_path.resolve().is_relative_to("/tmp"):
         # DAGMan's strict mode (the default) refuses a default node log under /tmp
@@ -633,5 +664,5 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     judge(plan, config, run_path, completion.harvest(run_path))
     path = run_path / f"{stage}.dag"
     write.write_file(path, stage_dag_text(config, run_path, plan))
-    completion.write_fingerprints(run_path / f"{stage}.fingerprints.json", plan.fingerprints)
+    completion.write_fingerprints(run_path / f"{stage}.fingerprints.json", [plan], path.name)
     return path, len(plan.items)

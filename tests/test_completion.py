@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 from conftest import run_cli
@@ -163,25 +164,29 @@ def test_partial_output_of_a_failed_node_is_not_complete(tmp_path: Path) -> None
     assert "  other  1 node: 1 to run (outputs without record)" not in out
 
 
-def _fingerprints(tmp_path: Path, names: list[str], written: float) -> None:
+def _fingerprints(tmp_path: Path, names: list[str], written: float) -> str:
+    """A built DAG of one-node stages `names`, as if built at time `written`; its base."""
     stage = completion.stage_fingerprint("recipe", "env", "image")
-    fingerprints = {n: completion.node_fingerprint(stage, f"i={n}") for n in names}
-    completion.write_fingerprints(tmp_path / "fingerprints.json", fingerprints)
+    (tmp_path / "aframe.dag").write_text(
+        "".join(f'JOB {n} {tmp_path}/{n}.sub\nVARS {n} i="{n}"\n' for n in names)
+    )
+    planned = [SimpleNamespace(name=n, stage_fingerprint=stage) for n in names]
+    completion.write_fingerprints(tmp_path / "fingerprints.json", planned, "aframe.dag")
     data = json.loads((tmp_path / "fingerprints.json").read_text())
     data["written"] = written
     (tmp_path / "fingerprints.json").write_text(json.dumps(data))
+    return stage.base
 
 
 def test_harvest_reads_a_real_dagman_jobstate_log(tmp_path: Path) -> None:
     # written by DAGMan 23.9 on the personal pool: first and beside succeed, broken fails,
     # then (rescue run) broken and last succeed
     shutil.copy(SAMPLES / "rescue-run.jobstate.log", tmp_path / "aframe.jobstate.log")
-    _fingerprints(tmp_path, ["first", "broken", "last"], written=0)  # built before the run
-    base = completion.stage_fingerprint("recipe", "env", "image").base
+    base = _fingerprints(tmp_path, ["first", "broken", "last"], written=0)  # before the run
     assert completion.harvest(tmp_path).nodes == {
-        "first": f"{base}/i=first",
-        "broken": f"{base}/i=broken",  # its last event is a success
-        "last": f"{base}/i=last",
+        "first": f'{base}/i="first"',
+        "broken": f'{base}/i="broken"',  # its last event is a success
+        "last": f'{base}/i="last"',
     }  # beside is not a node of this build: ignored
 
 
@@ -192,7 +197,7 @@ def test_a_failure_after_the_build_is_recorded_as_failed(tmp_path: Path) -> None
     _fingerprints(tmp_path, ["n"], written=150)  # the success came from an older build's run
     state = completion.harvest(tmp_path)
     assert state.nodes == {"n": completion.FAILED}
-    current = completion.node_fingerprint(completion.stage_fingerprint("r", "e", "i"), "")
-    assert completion.verdict("n", current, [], state, completion.Outputs()) == (
+    stage = completion.stage_fingerprint("r", "e", "i")
+    assert completion.verdict("n", stage, "", [], state, completion.Outputs()) == (
         completion.Verdict(False, "failed last time")
     )
