@@ -187,13 +187,17 @@ class Count(Spec):
         extra = {}
         if self.psd_segments:
             extra["psd_segment"] = _last_segment(self.psd_segments, self.max_duration)
-        first = self.start_index
-        items = [{"index": str(n), **extra} for n in range(first, first + self.num_jobs)]
-        if self.num_signals is not None:
+        indices = map(str, range(self.start_index, self.start_index + self.num_jobs))
+        if self.num_signals is None:
+            items = [{"index": i} for i in indices]
+        else:
             share, remainder = divmod(self.num_signals, self.num_jobs)
-            for item in items:
-                item["num_signals"] = str(share)
+            text = str(share)
+            items = [{"index": i, "num_signals": text} for i in indices]
             items[0]["num_signals"] = str(share + remainder)
+        if extra:
+            for item in items:
+                item.update(extra)
         return items
 
 

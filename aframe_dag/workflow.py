@@ -75,7 +75,8 @@ class StagePlan:
         if self.runtime or self.spec is None:
             return [self.name]
         if len(self._names) != len(self.items):
-            self._names = [graph.node_name(self.name, item["index"]) for item in self.items]
+            prefix = graph.node_name(self.name, "")  # STAGE-, then each item's index
+            self._names = [prefix + item["index"] for item in self.items]
         return self._names
 
 
@@ -257,7 +258,7 @@ def _ok(plan: StagePlan, node: str) -> bool:
 
 def _ok_nodes(plan: StagePlan) -> set[str]:
     """The stage's nodes that `_ok` accepts (none, at once, when nothing is recorded)."""
-    if not plan.recorded and not any(v.complete for v in set(plan.verdicts.values())):
+    if not plan.recorded and not any(v.complete for v in plan.verdicts.values()):
         return set()
     return {n for n in plan.verdicts if _ok(plan, n)}
 

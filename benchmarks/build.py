@@ -34,7 +34,7 @@ from string import Template
 HERE = Path(__file__).resolve().parent
 WORK, VENV = HERE / ".work", HERE / ".venv-compare"
 VENV_PY = VENV / "bin" / "python"
-REPEATS, EXPAND_NODES = 3, 10_000
+REPEATS, EXPAND_NODES = 5, 10_000
 
 CONFIG = Template("""name: bench
 condor: {container: none}
