@@ -275,6 +275,36 @@ def graph(run_dir: str, output: str, collapse: int) -> None:
     click.echo(f"wrote {output}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option(
+    "--watch",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Refresh every SECONDS until Ctrl-C.",
+)
+def status(run_dir: str, as_json: bool, watch: int | None) -> None:
+    """Where a DAGMan or local run stands, per stage; failed nodes with their stderr."""
+    import json as json_module
+
+    from aframe_dag import status as run_status
+
+    while True:
+        current = run_status.read_status(run_dir)
+        if as_json:
+            text = json_module.dumps(run_status.to_json(current), indent=2)
+        else:
+            text = "\n".join(run_status.render(current))
+        if watch:
+            click.clear()
+        click.echo(text)
+        if not watch:
+            return
+        time.sleep(watch)
+
+
 def _completion(verdicts: dict[str, Any]) -> str:
     """': 3 complete (1 with outputs but no record), 2 to run (command changed)'."""
     done = [v for v in verdicts.values() if v.complete]

@@ -183,6 +183,7 @@ class Runner:
         """Add a DAG's nodes (a sub-DAG's once its node is ready); return their keys."""
         prefix = f"{dag.path.name}:"
         keys = [prefix + name for name in dag.nodes]
+        written = dag.path.stat().st_mtime
         for key, (name, node) in zip(keys, dag.nodes.items(), strict=True):
             parents = [prefix + p for p in dag.parents.get(name, [])]
             task = self.tasks[key] = Task(key, node, dag, parents)
@@ -190,7 +191,9 @@ class Runner:
             for parent in parents:
                 self.children.setdefault(parent, []).append(key)
             self.counts["total"] += 1
-            if node.done or key in self.recorded:
+            # a success recorded before this DAG file was written belongs to an older
+            # build (whose node may have changed since): the build's DONE decides then
+            if node.done or self.recorded.get(key, -1.0) >= written:
                 task.state = "done"
                 self.counts["done"] += 1
                 self.outcome.skipped += 1
@@ -413,11 +416,18 @@ class Runner:
                     os.killpg(task.process.pid, signal.SIGKILL)
                 task.process.wait()
 
-    def _read_record(self) -> set[str]:
+    def _read_record(self) -> dict[str, float]:
+        """When each node last succeeded here (a later failure cancels it)."""
         if not self.record_path.exists():
-            return set()
-        lines = self.record_path.read_text(encoding="utf-8").splitlines()
-        return {line.split()[1] for line in lines if line.startswith("done ")}
+            return {}
+        recorded: dict[str, float] = {}
+        for line in self.record_path.read_text(encoding="utf-8").splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "done":
+                recorded[words[1]] = float(words[2])
+            elif len(words) >= 2 and words[0] == "failed":
+                recorded.pop(words[1], None)
+        return recorded
 
 
 def lock_holder(run_dir: Path) -> str | None:

@@ -201,3 +201,17 @@ def test_a_failure_after_the_build_is_recorded_as_failed(tmp_path: Path) -> None
     assert completion.verdict("n", stage, "", [], state, completion.Outputs()) == (
         completion.Verdict(False, "failed last time")
     )
+
+
+def test_run_local_after_a_change_reruns_exactly_what_the_build_says(tmp_path: Path) -> None:
+    finished(tmp_path)
+    build(tmp_path, pipeline(params={"rate": 2}))
+    done = run(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = tmp_path / "run" / "out"
+    # the old record said parts and merge succeeded, but for the old rate: they run again
+    assert len((out / "merged.json").read_text().splitlines()) == 2
+    assert len((out / "train.json").read_text().splitlines()) == 2
+    # what did not change ran once
+    assert len((out / "other.json").read_text().splitlines()) == 1
+    assert len((out / "fetch-1.json").read_text().splitlines()) == 1
