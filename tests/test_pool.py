@@ -250,6 +250,13 @@ def test_sandbox_shaped_pipeline_runs_to_completion(run_root: Path) -> None:
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
     assert len(records(run_dir / "out/flaky.json")) == 1
 
+    # DAGMan's own records make an unchanged rebuild all DONE, the fan-out stage included
+    build(pipeline(run_root / "pool.yaml", SHAPE), run_dir)
+    lines = (run_dir / "aframe.dag").read_text().splitlines()
+    jobs = [line for line in lines if line.startswith("JOB ")]
+    assert jobs and all(line.endswith(" DONE") for line in jobs), jobs
+    assert "JOB fetch-4 " in "\n".join(jobs)  # expanded at build now: its input exists
+
 
 def test_failed_node_leaves_a_rescue_dag_and_resubmit_skips_done_nodes(run_root: Path) -> None:
     run_dir = run_root / "run"
