@@ -20,6 +20,7 @@ import yaml
 from aframe_dag import dagfile
 from aframe_dag.errors import AframeDagError, RunDirError
 from aframe_dag.runner import RECORD
+from aframe_dag.status import read_node_status, read_record, read_stages
 from aframe_dag.write import write_file
 
 # DAGMan's NodeStatus values in a NODE_STATUS_FILE (manual: DAGMan, node status file)
@@ -43,29 +44,31 @@ class GraphvizError(AframeDagError):
 def node_states(run_dir: Path) -> dict[str, str]:
     """Node name -> "done" or "failed", for the nodes a run has finished so far.
 
-    Done: DONE in `aframe.dag` or a `STAGE.dag`, recorded by run-local in
-    `run-local.record`, or NodeStatus 5 in DAGMan's `aframe.status` / `STAGE.status`.
-    Failed: NodeStatus 6 in a status file, unless a source says done (a later run
+    Done: DONE in `aframe.dag` or a `STAGE.dag`, recorded by run-local (after that DAG
+    file was written, as run-local reads it), or NodeStatus 5 in DAGMan's `aframe.status`
+    / `STAGE.status`. Failed: NodeStatus 6, unless a source says done (a later run
     succeeded). Node names are unique across the DAG and its sub-DAGs.
     """
     run_dir = Path(run_dir)
     done: set[str] = set()
     failed: set[str] = set()
     names = ["aframe", *_stage_names(run_dir)]
+    written: dict[str, float] = {}
     for name in names:
         path = run_dir / f"{name}.dag"
         if path.is_file():
+            written[path.name] = path.stat().st_mtime
             done.update(n.name for n in dagfile.parse_dag(path).nodes.values() if n.done)
-    record = run_dir / RECORD
-    if record.is_file():
-        for line in _read_text(record).splitlines():
-            words = line.split()  # done DAG:NODE [end time]
-            if len(words) >= 2 and words[0] == "done" and ":" in words[1]:
-                done.add(words[1].split(":", 1)[1])
+    recorded, _ = read_record(run_dir / RECORD)
+    for key, when in recorded.items():
+        dag, _, node = key.partition(":")
+        if dag in written and when >= written[dag]:
+            done.add(node)
     for name in names:
         path = run_dir / f"{name}.status"
         if path.is_file():
-            for node, status in _node_status(path).items():
+            for node, ad in read_node_status(path)[1].items():
+                status = int(ad.get("NodeStatus", -1))
                 if status == STATUS_DONE:
                     done.add(node)
                 elif status == STATUS_ERROR:
@@ -75,43 +78,19 @@ def node_states(run_dir: Path) -> dict[str, str]:
     return states
 
 
-def _node_status(path: Path) -> dict[str, int]:
-    """Node -> NodeStatus from a DAGMan NODE_STATUS_FILE (ClassAds)."""
-    import classad2  # the htcondor package's; imported only when a status file exists
-
+def _pipeline_name(run_dir: Path) -> str:
     try:
-        ads = list(classad2.parseAds(_read_text(path)))
-    except Exception as exc:  # classad2's parse errors have no common public base
-        raise RunDirError(f"{path}: cannot read DAGMan's node status: {exc}") from None
-    statuses = {}
-    for ad in ads:
-        if ad.get("Type") == "NodeStatus" and "Node" in ad and "NodeStatus" in ad:
-            statuses[str(ad["Node"])] = int(ad["NodeStatus"])
-    return statuses
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def _config(run_dir: Path) -> dict:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: no config.yaml (not a run dir made by aframe-dag build)")
-    try:
-        config = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        raise RunDirError(f"{path}: cannot read YAML: {exc}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("stages"), dict):
-        raise RunDirError(f"{path}: no stages mapping")
-    return config
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        config = None
+    return str(config.get("name", run_dir.name)) if isinstance(config, dict) else run_dir.name
 
 
 def _stage_names(run_dir: Path) -> list[str]:
-    return [str(name) for name in _config(run_dir)["stages"]]
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no config.yaml (not a run dir made by aframe-dag build)")
+    return list(read_stages(path))
 
 
 # --- the picture ---------------------------------------------------------------------
@@ -146,10 +125,9 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
     dag_path = run_dir / "aframe.dag"
     if not dag_path.is_file():
         raise RunDirError(f"{run_dir}: no aframe.dag (run `aframe-dag build` first)")
-    config = _config(run_dir)
     dag = dagfile.parse_dag(dag_path)
     states = node_states(run_dir)
-    stages = {str(name): _Stage(str(name)) for name in config["stages"]}
+    stages = {name: _Stage(name) for name in _stage_names(run_dir)}
     loose = _Stage("")  # nodes of no stage (a hand edit): drawn outside the clusters
     parents: dict[str, list[str]] = dict(dag.parents)
     members: dict[str, list[str]] = {}  # SUBDAG node -> its sub-DAG's nodes
@@ -203,7 +181,7 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
     leaves = [n for s in [*drawn, loose] for n in s.nodes]  # jobs, as build counts them
     done = sum(states.get(n) == "done" for n in leaves)
     failed = sum(states.get(n) == "failed" for n in [*leaves, *(s.runtime for s in drawn)])
-    title = f"{config.get('name', run_dir.name)}: {done} of {len(leaves)} nodes done"
+    title = f"{_pipeline_name(run_dir)}: {done} of {len(leaves)} nodes done"
     if failed:
         title += f", {failed} failed"
     undecided = sum(1 for s in drawn if s.runtime)

@@ -163,7 +163,7 @@ def _read_dag(path: Path) -> _Dag:
     return _Dag(path, nodes, status_file)
 
 
-def _read_config(path: Path) -> dict[str, list[str]]:
+def read_stages(path: Path) -> dict[str, list[str]]:
     """Stage names in config order, each with its `after` list."""
     try:
         config = yaml.safe_load(_read_text(path))
@@ -289,7 +289,7 @@ class _Stderr:
         return self.paths(target) if target.is_absolute() else dag_dir / target
 
 
-def _read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
+def read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
     """A NODE_STATUS_FILE: its DagStatus ad, NodeStatus ads by node name, StatusEnd ad."""
     try:
         ads = [dict(ad) for ad in classad2.parseAds(_read_text(path))]
@@ -392,7 +392,7 @@ class _Builder:
 
 def _dagman(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage]) -> RunStatus:
     status_path = paths(top.status_file) if top.status_file else run_dir / "aframe.status"
-    dag_ad, top_ads, end_ad = _read_node_status(status_path)
+    dag_ad, top_ads, end_ad = read_node_status(status_path)
     build = _Builder(stages, _Stderr(paths))
     unexpanded: list[tuple[_Stage, StageStatus, int]] = []
     for stage in stages:
@@ -421,7 +421,7 @@ def _dagman(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage]) -> Ru
         inner_status = paths(inner.status_file) if inner.status_file else None
         inner_ads = None
         if inner_status is not None and inner_status.is_file():
-            inner_ads = _read_node_status(inner_status)[1]
+            inner_ads = read_node_status(inner_status)[1]
         failures = len(build.failed)
         for node in inner.nodes.values():
             if inner_ads is not None:
@@ -466,7 +466,7 @@ def _dagman(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage]) -> Ru
     return RunStatus(run_dir, "dagman", state, build.finish(), build.failed, as_of=as_of)
 
 
-def _read_record(path: Path) -> tuple[dict[str, float], dict[str, float | None]]:
+def read_record(path: Path) -> tuple[dict[str, float], dict[str, float | None]]:
     """run-local's record: nodes done, and nodes whose last word is a failure (with when).
 
     Lines are `done KEY` (older runners) or `EVENT KEY TIME` with EVENT done or failed; a
@@ -498,7 +498,7 @@ FAILED_UNRECORDED = "started, not recorded as done (it failed, or the run was st
 def _local(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage], mode: str) -> RunStatus:
     live, pid = _runner_lock(run_dir) if mode == "local" else (False, None)
     started = _mtime(run_dir / LOCK) if live else None  # the runner writes it as it starts
-    done, failed = _read_record(run_dir / RECORD)
+    done, failed = read_record(run_dir / RECORD)
     build = _Builder(stages, _Stderr(paths))
     for stage in stages:
         status = build.stage(stage, stage.inner is not None)
@@ -571,7 +571,7 @@ def read_status(run_dir: str | Path) -> RunStatus:
             raise RunDirError(
                 f"{run_path}: not a run dir (no {name}); build one with `aframe-dag build`"
             )
-    config = _read_config(run_path / "config.yaml")
+    config = read_stages(run_path / "config.yaml")
     top = _read_dag(run_path / "aframe.dag")
     paths = _Paths(run_path, top)
     stages = _layout(paths, top, config)

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -197,7 +198,8 @@ def test_failed_nodes_are_marked(tmp_path: Path) -> None:
 def test_runtime_stage_whose_pre_script_failed_is_marked(tmp_path: Path) -> None:
     run_dir = build(tmp_path)
     status_file(run_dir / "aframe.status", {f"gen-{i}": 5 for i in range(20)} | {"fetch": 6})
-    (run_dir / "run-local.record").write_text("done aframe.dag:merge 1795646208.125\n")
+    # recorded after the DAG was written (an older success would belong to an older build)
+    (run_dir / "run-local.record").write_text(f"done aframe.dag:merge {time.time():.3f}\n")
     _, boxes, _ = parse(to_dot(run_dir))
     assert boxes["stage:fetch"]["label"] == r"fetch (decided at run time)\nfailed"
     assert boxes["stage:fetch"]["color"] == "#d62728"
