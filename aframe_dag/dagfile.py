@@ -180,8 +180,3 @@ def parse_submit(path: Path) -> Submit:
     if not queued:
         raise RunDirError(f"{path}: no queue statement")
     return Submit(path, commands)
-
-
-def expand(text: str, macros: dict[str, str]) -> str:
-    """A submit value with `$(name)` macros replaced as HTCondor does."""
-    return quoting.expand_macros(text, macros)

@@ -52,7 +52,6 @@ class Task:
     process: subprocess.Popen[bytes] | None = None
     children: list[str] = field(default_factory=list)  # nodes of an expanded sub-DAG
     state: str = "waiting"  # waiting, running, done, failed, blocked
-    error: str = ""
     command: Command | None = None
 
     @property
@@ -116,7 +115,7 @@ def job_command(
     macros = {**node.vars, "JOB": node.name}
 
     def value(key: str, default: str = "") -> str:
-        return dagfile.expand(submit.get(key, default), macros)
+        return quoting.expand_macros(submit.get(key, default), macros)
 
     where = str(submit.path)
     # what DAGMan would hold: getenv can only pass on what is there
@@ -379,7 +378,6 @@ class Runner:
 
     def _fail(self, task: Task, message: str) -> None:
         task.state = "failed"
-        task.error = message
         self.counts["failed"] += 1
         # recorded too: a failed node's partial outputs must never pass for complete
         self._record("failed", task)
