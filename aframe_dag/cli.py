@@ -67,6 +67,25 @@ def config_options(function: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["apptainer", "container-universe", "none"]),
             help="How jobs run their images (sets condor.container).",
         ),
+        click.option(
+            "--use-wandb", is_flag=True, help="Log training to Weights & Biases (wandb.enabled)."
+        ),
+        click.option("--wandb-name", metavar="NAME", help="The W&B run name (wandb.name)."),
+        click.option(
+            "--dev",
+            is_flag=True,
+            help="Bind the local aframe checkout at /opt/aframe in every image (dev.enabled).",
+        ),
+        click.option(
+            "--dev-path",
+            metavar="PATH",
+            help="The aframe checkout for --dev (dev.path; default: this git checkout).",
+        ),
+        click.option(
+            "--train-remote",
+            is_flag=True,
+            help="Train on any GPU slot, inputs and outputs transferred (remote.enabled).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -80,6 +99,11 @@ def overrides(
     images: Sequence[str],
     train_config: str | None,
     container: str | None,
+    use_wandb: bool = False,
+    wandb_name: str | None = None,
+    dev: bool = False,
+    dev_path: str | None = None,
+    train_remote: bool = False,
 ) -> list[str]:
     """Shorthand flags as --set assignments; explicit --set comes last and wins."""
     result = []
@@ -94,6 +118,16 @@ def overrides(
         result.append(f"params.train_config={_string(str(Path(train_config).absolute()))}")
     if container:
         result.append(f"condor.container={container}")
+    if use_wandb:
+        result.append("wandb.enabled=true")
+    if wandb_name:
+        result.append(f"wandb.name={_string(wandb_name)}")
+    if dev or dev_path:
+        result.append("dev.enabled=true")
+    if dev_path:
+        result.append(f"dev.path={_string(str(Path(dev_path).absolute()))}")
+    if train_remote:
+        result.append("remote.enabled=true")
     return result + list(assignments)
 
 
@@ -130,6 +164,13 @@ def cli() -> None:
     help="Start over in a run dir holding a rescue DAG or a DAGMan lock: move the last "
     "run's records aside to RUN_DIR/previous-N/.",
 )
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Run every preflight check (images, accounting, inputs, GPUs, the pool) and "
+    "write nothing.",
+)
 @config_options
 def build(
     config: str,
@@ -137,9 +178,20 @@ def build(
     targets: tuple[str, ...],
     rerun: tuple[str, ...],
     force: bool,
+    check_only: bool,
     **options: Any,
 ) -> None:
     """Write RUN_DIR/aframe.dag and one STAGE.sub per stage; complete nodes are DONE."""
+    if check_only:
+        checks = core.check(config, run_dir, overrides(**options), targets)
+        for check in checks:
+            mark = "warn" if check.warning else ("ok  " if check.ok else "FAIL")
+            click.echo(f"{mark}  {check.name}: {check.message}")
+        failed = [c for c in checks if not c.ok and not c.warning]
+        if failed:
+            raise click.ClickException(f"{len(failed)} of {len(checks)} checks failed")
+        click.echo(f"all {len(checks)} checks passed")
+        return
     started = time.perf_counter()
     summary = core.build(config, run_dir, overrides(**options), targets, force=force, rerun=rerun)
     elapsed = time.perf_counter() - started

@@ -72,6 +72,15 @@ def _variable_names(names: list[str]) -> list[str]:
     return names
 
 
+def _port_names(names: list[str]) -> list[str]:
+    for name in names:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"port name {name!r} must be lower-case letters, digits and _")
+    if len(set(names)) != len(names):
+        raise ValueError(f"port names repeat: {names}")
+    return names
+
+
 def _pipeline_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"must use only letters, digits, '_', '.' and '-', got {name!r}")
@@ -90,6 +99,28 @@ class Resources:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Service:
+    """A server the stage's nodes talk to (Triton): a SERVICE node of the stage's sub-DAG.
+
+    The service wrapper picks a free port for each name in `ports` (the command says
+    `{name}`), waits until `ready` answers (a URL) or the first port accepts connections,
+    then publishes `host:port` of the first one in RUN/STAGE.address; each node's PRE
+    script waits for that file, and `{{ service_address }}` in the stage's command is it.
+    """
+
+    description: str = ""
+    image: str | None = None
+    command: str | list[str]
+    ports: list[str] = rule(["port"], min_length=1, check=_port_names)
+    ready: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    # interpreter that runs the wrapper inside the service's image
+    python: str = "python3"
+    # seconds between a node's checks for the address while the service starts
+    poll: int = rule(30, ge=1, le=3600)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     description: str = ""
     after: list[str] = rule([])
@@ -104,7 +135,10 @@ class Stage:
     # host files or dirs to bind read-only at the same path (apptainer); one that does
     # not exist on the host is taken to be a path inside the image and skipped
     binds: list[str] = rule([])
+    # files and dirs the stage reads (checked before a build, transferred when remote)
+    inputs: list[str] = rule([])
     outputs: list[str] = rule([])
+    service: Service | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,11 +158,66 @@ class Condor:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Wandb:
+    """Weights & Biases logging of the training stages (`build --use-wandb`).
+
+    Unset values come from WANDB_NAME, WANDB_ENTITY, WANDB_PROJECT, WANDB_RUN_GROUP and
+    WANDB_TAGS; the group defaults to the pipeline run (NAME-RUNDIR), so every run of
+    one analysis groups together. WANDB_API_KEY reaches the job by name only.
+    """
+
+    enabled: bool = False
+    stages: list[str] = rule(["train"])
+    name: str | None = None
+    entity: str | None = None
+    project: str | None = None
+    group: str | None = None
+    tags: list[str] = rule([])
+    # the logger's save_dir (a template), as Aframe's train CLI takes it
+    save_dir: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dev:
+    """`build --dev`: bind a local aframe checkout over the code in every image."""
+
+    enabled: bool = False
+    # the checkout; default: the git checkout holding the working directory
+    path: str | None = None
+    target: str = "/opt/aframe"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Remote:
+    """`build --train-remote`: the stages run on any GPU slot, without a shared filesystem.
+
+    Inputs go with the job (HTCondor file transfer, or its URL plugins for s3:// and
+    osdf:// paths); outputs come back to their paths, or go to `output_destination`.
+    """
+
+    enabled: bool = False
+    stages: list[str] = rule(["train"])
+    gpus_minimum_memory: int | None = rule(None, ge=1)  # MB per GPU
+    gpus_minimum_capability: float | None = rule(None, gt=0)
+    output_destination: str | None = None
+    # files holding the S3 key id and secret, for s3:// inputs (HTCondor reads them)
+    aws_access_key_id_file: str | None = None
+    aws_secret_access_key_file: str | None = None
+    # an AWS credentials file sent with the job, for code that reads s3:// itself
+    aws_credentials_file: str | None = None
+    # let the job run in pools this one flocks to
+    flock: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     name: str = rule(check=_pipeline_name)
     params: dict[str, Any] = rule({})
     dirs: dict[str, str] = rule({})
     condor: Condor = field(default_factory=Condor)
+    wandb: Wandb = field(default_factory=Wandb)
+    dev: Dev = field(default_factory=Dev)
+    remote: Remote = field(default_factory=Remote)
     stages: dict[str, Stage] = rule(check=_stage_names)
 
 

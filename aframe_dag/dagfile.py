@@ -24,6 +24,7 @@ class DagNode:
     done: bool = False
     category: str | None = None
     pre: list[str] = field(default_factory=list)  # SCRIPT PRE: executable and arguments
+    defer: tuple[int, float] | None = None  # SCRIPT DEFER status seconds: run PRE again
 
 
 @dataclass
@@ -33,10 +34,11 @@ class Dag:
     parents: dict[str, list[str]]
     maxjobs: dict[str, int]
     env_get: list[str] = field(default_factory=list)
+    services: dict[str, DagNode] = field(default_factory=dict)  # SERVICE nodes
 
 
 # DAG file commands that only configure DAGMan's own bookkeeping
-_DAG_IGNORED = {"JOBSTATE_LOG", "NODE_STATUS_FILE"}
+_DAG_IGNORED = {"JOBSTATE_LOG", "NODE_STATUS_FILE", "CONFIG"}
 _VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -53,6 +55,7 @@ def parse_dag(path: Path) -> Dag:
     parents: dict[str, list[str]] = {}
     maxjobs: dict[str, int] = {}
     env_get: list[str] = []
+    services: dict[str, DagNode] = {}
 
     def node(name: str, where: str) -> DagNode:
         if name not in nodes:
@@ -73,10 +76,13 @@ def parse_dag(path: Path) -> Dag:
                 if rest not in ([], ["DONE"]):
                     raise ValueError
             elif keyword == "SUBDAG":
-                external, name, dag = words[1:4]
-                if external.upper() != "EXTERNAL" or len(words) != 4:
+                external, name, dag, *rest = words[1:]
+                if external.upper() != "EXTERNAL" or rest not in ([], ["DONE"]):
                     raise ValueError
-                nodes[name] = DagNode(name, None, subdag=_resolve(path, dag))
+                nodes[name] = DagNode(name, None, subdag=_resolve(path, dag), done=bool(rest))
+            elif keyword == "SERVICE":
+                name, submit = words[1:]
+                services[name] = DagNode(name, _resolve(path, submit))
             elif keyword == "VARS":
                 target = node(words[1], where)
                 target.vars.update(_vars(line.split(None, 2)[2], where))
@@ -89,9 +95,14 @@ def parse_dag(path: Path) -> Dag:
             elif keyword == "MAXJOBS":
                 maxjobs[words[1]] = int(words[2])
             elif keyword == "SCRIPT":
+                defer = None
+                if words[1].upper() == "DEFER":  # SCRIPT DEFER status seconds PRE ...
+                    defer = (int(words[2]), float(words[3]))
+                    words = [words[0], *words[4:]]
                 if words[1].upper() != "PRE":
                     raise RunDirError(f"{where}: run-local supports SCRIPT PRE only")
-                node(words[2], where).pre = words[3:]  # DAGMan splits on whitespace
+                target = node(words[2], where)
+                target.pre, target.defer = words[3:], defer  # DAGMan splits on whitespace
             elif keyword == "ENV":
                 if words[1].upper() != "GET":
                     raise RunDirError(f"{where}: run-local supports ENV GET only")
@@ -109,7 +120,7 @@ def parse_dag(path: Path) -> Dag:
                 raise RunDirError(f"{where}: {words[0]} is not supported by run-local")
         except (ValueError, IndexError):
             raise RunDirError(f"{where}: cannot read {words[0]} line: {line!r}") from None
-    return Dag(path, nodes, parents, maxjobs, env_get)
+    return Dag(path, nodes, parents, maxjobs, env_get, services)
 
 
 def _resolve(dag: Path, name: str) -> Path:
@@ -135,6 +146,9 @@ SUPPORTED = {
     "request_gpus", "log", "output", "error", "accounting_group", "accounting_group_user",
     "use_oauth_services", "periodic_release", "periodic_remove", "container_image",
     "should_transfer_files", "when_to_transfer_output", "transfer_input_files",
+    "transfer_output_files", "preserve_relative_paths", "output_destination",
+    "aws_access_key_id_file", "aws_secret_access_key_file", "gpus_minimum_memory",
+    "gpus_minimum_capability",
 }  # fmt: skip
 
 
@@ -142,14 +156,31 @@ SUPPORTED = {
 class Submit:
     path: Path
     commands: dict[str, str]
+    includes: list[Path] = field(default_factory=list)  # read when the job is submitted
 
     def get(self, key: str, default: str = "") -> str:
         return self.commands.get(key, default)
+
+    def included_macros(self) -> dict[str, str]:
+        """Macros from the `include :` files, read now (a PRE script may just have written
+        them, as condor_submit reads them when DAGMan submits the node)."""
+        macros: dict[str, str] = {}
+        for path in self.includes:
+            for number, raw in enumerate(_read(path), 1):
+                line = raw.strip()
+                if not line or line.startswith("#"):
+                    continue
+                key, sep, value = line.partition("=")
+                if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+                    raise RunDirError(f"{path}:{number}: run-local reads only NAME = VALUE")
+                macros[key.strip()] = value.strip()
+        return macros
 
 
 def parse_submit(path: Path) -> Submit:
     """Parse a .sub file in the subset aframe-dag writes (one `queue`, no loops)."""
     commands: dict[str, str] = {}
+    includes: list[Path] = []
     lines = _read(path)
     number = 0
     queued = False
@@ -168,6 +199,10 @@ def parse_submit(path: Path) -> Submit:
                 raise RunDirError(f"{where}: a second queue statement is not supported")
             queued = True
             continue
+        include = re.fullmatch(r"include\s*:\s*(\S+)", line, re.IGNORECASE)
+        if include:
+            includes.append(_resolve(path, include.group(1)))
+            continue
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or " " in key:
@@ -179,4 +214,4 @@ def parse_submit(path: Path) -> Submit:
         commands[key.lower()] = value.strip()
     if not queued:
         raise RunDirError(f"{path}: no queue statement")
-    return Submit(path, commands)
+    return Submit(path, commands, includes)

@@ -97,6 +97,11 @@ class ItemField(str):
     __slots__ = ()
 
 
+def macro_text(name: str) -> ItemField:
+    """A `$(name)` macro for a template's context (the file's own macro, not an item's)."""
+    return ItemField(_MACRO + name + _END)
+
+
 class ItemPlaceholder:
     """`item` in a stage's templates: each field becomes a `$(field)` macro."""
 

@@ -17,11 +17,11 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aframe_dag import dagfile, graph, quoting
+from aframe_dag import dagfile, graph, quoting, secrets
 from aframe_dag.errors import AframeDagError, RunDirError
 
 # The variables condor_submit_dag lets into DAGMan's own environment (23.x), from which
@@ -31,6 +31,7 @@ DAGMAN_GETENV = (
     "USER", "LANG", "LC_ALL", "BEARER_TOKEN", "BEARER_TOKEN_FILE", "XDG_RUNTIME_DIR",
 )  # fmt: skip
 RECORD = "run-local.record"
+SCRATCH = ".aframe-dag/scratch"  # jobs without a shared filesystem run in here
 LOCK = ".run-local.lock"
 NO_GPU = "10000"  # what HTCondor sets for a job that asked for no GPU
 
@@ -53,6 +54,7 @@ class Task:
     children: list[str] = field(default_factory=list)  # nodes of an expanded sub-DAG
     state: str = "waiting"  # waiting, running, done, failed, blocked
     command: Command | None = None
+    deferred_until: float = 0.0  # a PRE script asked to be run again later
 
     @property
     def category(self) -> tuple[str, str] | None:
@@ -70,6 +72,39 @@ class Command:
     stdout: Path
     stderr: Path
     gpus: int
+    transfer: Transfer | None = None
+
+
+@dataclass
+class Transfer:
+    """HTCondor's file transfer, done here: the job runs in a scratch dir that mirrors
+    `origin` (preserve_relative_paths), inputs linked in, outputs moved back at exit."""
+
+    scratch: Path
+    origin: Path
+    inputs: list[str]
+    outputs: list[str]
+
+    def prepare(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True)
+        for entry in self.inputs:
+            source = self.origin / entry
+            if not source.exists():
+                raise RunDirError(f"input {source} does not exist")
+            target = self.scratch / entry
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)  # linked, not copied: training data is large
+
+    def bring_back(self) -> None:
+        for entry in self.outputs:
+            source, target = self.scratch / entry, self.origin / entry
+            if source.is_dir() and not source.is_symlink():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            elif source.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 @dataclass
@@ -112,7 +147,7 @@ def job_command(
     """The process HTCondor would start for this node, from its .sub and VARS."""
     assert node.submit is not None
     submit = submit or dagfile.parse_submit(node.submit)
-    macros = {**node.vars, "JOB": node.name}
+    macros = {**submit.included_macros(), **node.vars, "JOB": node.name}
 
     def value(key: str, default: str = "") -> str:
         return quoting.expand_macros(submit.get(key, default), macros)
@@ -139,15 +174,40 @@ def job_command(
         gpus = int(value("request_gpus", "0") or 0)
         args = ["exec", *(["--nv"] if gpus else []), image, executable, *args]
         executable = "apptainer"
-    cwd = Path(value("initialdir") or str(node.submit.parent))
+    initialdir = Path(value("initialdir") or str(node.submit.parent))
+    transfer = None
+    if value("transfer_output_files"):  # a job without a shared filesystem
+        transfer = _transfer(value, initialdir, dag.path.parent / SCRATCH / node.name, where)
     return Command(
         argv=[executable, *args],
         env=env,
-        cwd=cwd,
-        stdout=cwd / value("output", "/dev/null"),
-        stderr=cwd / value("error", "/dev/null"),
+        cwd=transfer.scratch if transfer else initialdir,
+        stdout=initialdir / value("output", "/dev/null"),
+        stderr=initialdir / value("error", "/dev/null"),
         gpus=int(value("request_gpus", "0") or 0),
+        transfer=transfer,
     )
+
+
+def _transfer(value: Callable[..., str], initialdir: Path, scratch: Path, where: str) -> Transfer:
+    if value("preserve_relative_paths").lower() != "true":
+        raise RunDirError(f"{where}: run-local transfers files only with preserve_relative_paths")
+    if value("output_destination"):
+        raise RunDirError(f"{where}: run-local cannot send outputs to output_destination")
+    inputs = [e.strip() for e in value("transfer_input_files").split(",") if e.strip()]
+    urls = [e for e in inputs if "://" in e]
+    if urls:
+        raise RunDirError(f"{where}: run-local cannot fetch {urls[0]}: use a local path")
+    outputs = [e.strip() for e in value("transfer_output_files").split(",") if e.strip()]
+    return Transfer(scratch, initialdir, inputs, outputs)
+
+
+def program(node: dagfile.DagNode, submit: dagfile.Submit) -> str:
+    """The program a job node starts (apptainer for the container universe)."""
+    if submit.get("universe", "vanilla") == "container":
+        return "apptainer"
+    macros = {**node.vars, "JOB": node.name}
+    return quoting.expand_macros(submit.get("executable"), macros)
 
 
 class Runner:
@@ -168,6 +228,7 @@ class Runner:
         self.ready: list[str] = []  # waiting nodes whose parents are all done, in DAG order
         self.running: dict[str, Task] = {}  # jobs with a process
         self.expanded: dict[str, Task] = {}  # sub-DAG nodes whose nodes are running
+        self.services: dict[str, list[Task]] = {}  # DAG file: its running SERVICE nodes
         self.counts = {"done": 0, "failed": 0, "total": 0}
         self.record_path = run_dir / RECORD
         self.recorded = self._read_record()
@@ -203,19 +264,50 @@ class Runner:
                 self.ready.append(key)
         return keys
 
-    def check_programs(self, keys: list[str]) -> None:
+    def begin(self, dag: dagfile.Dag) -> list[str]:
+        """Load a DAG, check its programs, start its services; return its nodes' keys."""
+        keys = self.load(dag)
+        services = [Task(f"{dag.path.name}:{n}", node, dag, []) for n, node in dag.services.items()]
+        self.check_programs([*keys], services)
+        if services and any(self.tasks[k].state != "done" for k in keys):
+            self._start_services(services)
+        return keys
+
+    def _start_services(self, services: list[Task]) -> None:
+        """DAGMan starts a DAG's SERVICE nodes first and removes them when it is done."""
+        for task in services:
+            command = self._command(task)
+            if command.gpus > len(self.free_gpus):
+                raise RunError(
+                    f"service {task.node.name} asks for {command.gpus} GPU(s); "
+                    f"{len(self.free_gpus)} of --gpus are free"
+                )
+            if not self._spawn(task, command):
+                raise RunError(f"service {task.node.name} cannot start; see {command.stderr}")
+            self.services.setdefault(str(task.dag.path), []).append(task)
+
+    def _stop_services(self, dag: Path) -> None:
+        for task in self.services.pop(str(dag), []):
+            if task.process is None:
+                continue
+            if task.process.poll() is None:
+                self._say(f"stop  {task.key}")
+                _terminate(task.process, grace=40)
+            self._release(task)
+
+    def check_programs(self, keys: list[str], services: Sequence[Task] = ()) -> None:
         """Every job's program exists before any of them runs (apptainer above all)."""
         programs: dict[str, Path] = {}
-        for key in keys:
-            task = self.tasks[key]
+        for task in [*(self.tasks[k] for k in keys), *services]:
             if task.node.submit is not None and task.state != "done":
-                programs.setdefault(self._command(task).argv[0], task.node.submit)
-        for program, submit in programs.items():
-            if shutil.which(program) is None:
+                submit = self._submit(task.node.submit)
+                programs.setdefault(program(task.node, submit), task.node.submit)
+        for name, path in programs.items():
+            if shutil.which(name) is None:
                 hint = " (install Apptainer, or build with --container none)" * (
-                    "apptainer" in program
+                    "apptainer" in name
                 )
-                raise RunError(f"{submit}: executable {program} not found{hint}")
+                raise RunError(f"{path}: executable {name} not found{hint}")
 
     # --- running ----------------------------------------------------------------------
 
@@ -223,13 +315,16 @@ class Runner:
         while not self.stop:
             changed = self._reap()
             changed = self._start_ready() or changed
-            if not changed and not self.running:
+            deferred = any(self.tasks[k].deferred_until for k in self.ready)
+            if not changed and not self.running and not deferred:
                 break
             if not changed:
                 time.sleep(0.02)
         if self.stop:
             self._kill_all()
             self.outcome.interrupted = True
+        for dag in list(self.services):
+            self._stop_services(Path(dag))
         for task in self.tasks.values():
             if task.state == "blocked":
                 self.outcome.failed.append((task.key, "not run: a node it needs failed"))
@@ -247,9 +342,12 @@ class Runner:
                     self.ready.remove(key)
                     self._expand(task)
                     changed = True
-                elif self._fits(task):
+                elif self._fits(task) and self._pre_ready(task):
                     self.ready.remove(key)
                     self._start(task)
+                    changed = True
+                elif task.state == "failed":
+                    self.ready.remove(key)
                     changed = True
             except AframeDagError as exc:  # e.g. a sub-DAG or .sub that cannot be read
                 if key in self.ready:
@@ -266,28 +364,75 @@ class Runner:
             busy = sum(1 for t in self.running.values() if t.category == category)
             if limit is not None and busy >= limit:
                 return False
-        wanted = self._command(task).gpus
+        wanted = self._gpus(task)
         if wanted > len(self.gpus):
             raise RunError(
                 f"asks for {wanted} GPU(s) but run-local was given {len(self.gpus)} (--gpus)"
             )
         return wanted <= len(self.free_gpus)
 
+    def _pre_ready(self, task: Task) -> bool:
+        """Run a job node's PRE script: True to start the job now. A status that the DAG
+        defers on (SCRIPT DEFER) means later; any other failure fails the node."""
+        if not task.node.pre:
+            return True
+        if time.monotonic() < task.deferred_until:
+            return False
+        done = subprocess.run(task.node.pre, capture_output=True, text=True, check=False)
+        defer = task.node.defer
+        if defer is not None and done.returncode == defer[0]:
+            # DAGMan waits `seconds`; here a second is enough and keeps runs quick
+            task.deferred_until = time.monotonic() + min(defer[1], 1.0)
+            return False
+        task.deferred_until = 0.0
+        if done.returncode != 0:
+            message = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            self._fail(task, f"PRE script failed: {message}")
+            return False
+        return True
+
+    def _submit(self, path: Path) -> dagfile.Submit:
+        if path not in self.submits:
+            self.submits[path] = dagfile.parse_submit(path)
+        return self.submits[path]
+
     def _command(self, task: Task) -> Command:
         if task.command is None:
             assert task.node.submit is not None
-            if task.node.submit not in self.submits:
-                self.submits[task.node.submit] = dagfile.parse_submit(task.node.submit)
-            submit = self.submits[task.node.submit]
+            submit = self._submit(task.node.submit)
             task.command = job_command(task.node, task.dag, self.base_env, submit)
         return task.command
 
+    def _gpus(self, task: Task) -> int:
+        """GPUs a job asks for, known before its PRE script writes any included file."""
+        assert task.node.submit is not None
+        text = self._submit(task.node.submit).get("request_gpus", "0")
+        value = quoting.expand_macros(text, {**task.node.vars, "JOB": task.node.name})
+        try:
+            return int(value or 0)
+        except ValueError:
+            raise RunDirError(
+                f"{task.node.submit}: request_gpus = {text} is not a number"
+            ) from None
+
     def _start(self, task: Task) -> None:
+        task.command = None  # read the included files now, after the PRE script
         command = self._command(task)
+        task.attempts += 1
+        if command.transfer is not None:
+            try:
+                command.transfer.prepare()
+            except (OSError, RunDirError) as exc:
+                self._fail(task, f"cannot transfer its inputs: {exc}")
+                return
+        if self._spawn(task, command):
+            self.running[task.key] = task
+
+    def _spawn(self, task: Task, command: Command) -> bool:
+        """Start the node's process with its GPUs; False (and the node failed) if it cannot."""
         task.gpus = [self.free_gpus.pop(0) for _ in range(command.gpus)]
         env = dict(command.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(task.gpus) if task.gpus else NO_GPU
-        task.attempts += 1
         for path in (command.stdout, command.stderr):
             path.parent.mkdir(parents=True, exist_ok=True)
         with open(command.stdout, "wb") as out, open(command.stderr, "wb") as err:
@@ -299,11 +444,11 @@ class Runner:
             except OSError as exc:
                 self._release(task)
                 self._fail(task, f"cannot start {command.argv[0]}: {exc.strerror}")
-                return
+                return False
         task.state = "running"
-        self.running[task.key] = task
         gpus = f" on GPU {','.join(task.gpus)}" if task.gpus else ""
         self._say(f"start {task.key}{gpus}")
+        return True
 
     def _release(self, task: Task) -> None:
         """Give a node's GPUs back; the lowest ids (in --gpus order) go out first."""
@@ -322,6 +467,9 @@ class Runner:
             del self.running[task.key]
             task.process = None
             self._release(task)
+            transfer = self._command(task).transfer
+            if transfer is not None:  # HTCondor brings outputs back ON_EXIT, either way
+                transfer.bring_back()
             if code == 0:
                 self._succeed(task)
             elif task.attempts <= task.node.retry:
@@ -336,6 +484,8 @@ class Runner:
                 continue
             changed = True
             del self.expanded[task.key]
+            assert task.node.subdag is not None
+            self._stop_services(task.node.subdag)
             if states <= {"done"}:
                 self._succeed(task)
             else:
@@ -353,8 +503,7 @@ class Runner:
                 self._fail(task, f"PRE script failed: {message}")
                 return
         assert task.node.subdag is not None
-        task.children = self.load(dagfile.parse_dag(task.node.subdag))
-        self.check_programs(task.children)
+        task.children = self.begin(dagfile.parse_dag(task.node.subdag))
         task.state = "running"  # until its nodes are all done
         self.expanded[task.key] = task
 
@@ -399,6 +548,11 @@ class Runner:
             os.fsync(record.fileno())
 
     def _kill_all(self) -> None:
+        for dag in list(self.services):
+            for task in self.services[dag]:
+                if task.process is not None and task.process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(task.process.pid, signal.SIGTERM)
         for task in self.running.values():
             if task.process is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -426,6 +580,18 @@ class Runner:
             elif len(words) >= 2 and words[0] == "failed":
                 recorded.pop(words[1], None)
         return recorded
+
+
+def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process (as condor_rm does), SIGKILL its group after `grace` s."""
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def lock_holder(run_dir: Path) -> str | None:
@@ -476,7 +642,7 @@ def run_local(
         raise RunError(f"--jobs must be >= 1, got {jobs}")
     with run_lock(run_path):
         runner = Runner(run_path, gpus, jobs, report or (lambda message, progress: None))
-        runner.check_programs(runner.load(dagfile.parse_dag(dag_path)))
+        runner.begin(dagfile.parse_dag(dag_path))
 
         def interrupt(signum: int, _frame: object) -> None:
             runner.stop = True
@@ -510,7 +676,7 @@ def _describe(node: dagfile.DagNode, dag: dagfile.Dag, env: dict[str, str]) -> I
     command = job_command(node, dag, env)
     state = " (done)" if node.done else ""
     yield f"# {node.name}{state}: in {command.cwd}, {command.gpus} GPU(s)"
-    for key, value in command.env.items():
+    for key, value in secrets.hide(command.env).items():
         yield f"  {key}={value}"
     yield "  " + " ".join(shlex.quote(a) for a in command.argv)
 

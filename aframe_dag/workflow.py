@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import completion, fanout, graph, quoting, render, write
-from aframe_dag.config import Config, LoadedConfig, Stage, dump_config, load_config
+from aframe_dag import (
+    completion,
+    fanout,
+    graph,
+    preflight,
+    quoting,
+    remote,
+    render,
+    secrets,
+    write,
+)
+from aframe_dag.config import (
+    Config,
+    Dev,
+    LoadedConfig,
+    Stage,
+    Wandb,
+    dump_config,
+    load_config,
+)
 from aframe_dag.errors import ConfigError, FanoutError, GraphError, RunDirError
 
 ENTRY_DIR = Path(__file__).parent / "entry"
@@ -45,6 +66,16 @@ class StagePlan:
     @property
     def runtime(self) -> bool:
         return self.waits_for is not None
+
+    @property
+    def subdag(self) -> bool:
+        """Written as a sub-DAG: its fan-out waits for an input, or it has a service,
+        which must start with its nodes, not with the whole workflow."""
+        return self.runtime or self.stage.service is not None
+
+    def dag_names(self) -> list[str]:
+        """Its nodes' names in aframe.dag: a sub-DAG stage is one node there."""
+        return [self.name] if self.subdag else self.node_names()
 
     def vars_texts(self) -> list[str]:
         """Each node's VARS pairs as the DAG file writes them (computed once); also the
@@ -116,9 +147,11 @@ def check_dag_path(path: Path, what: str) -> None:
 # --- planning ----------------------------------------------------------------
 
 
-def resolve(loaded: LoadedConfig, run_dir: Path) -> Config:
-    """Render `dirs` to absolute paths and images to full paths (what config.yaml records)."""
+def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Render `dirs` to absolute paths and images to full paths, fill W&B from WANDB_* and
+    find the --dev checkout (what config.yaml records)."""
     config = loaded.config
+    env = os.environ if env is None else env
     context: dict[str, Any] = {"run_dir": str(run_dir), "params": config.params, "dirs": {}}
     dirs: dict[str, str] = {}
     for name, value in config.dirs.items():
@@ -131,34 +164,124 @@ def resolve(loaded: LoadedConfig, run_dir: Path) -> Config:
     image_dir = condor.image_dir or None
     stages = {}
     for name, stage in config.stages.items():
-        image = stage.image
-        if condor.container != "none":
-            if not image:
-                raise loaded.error(
-                    ("stages", name, "image"),
-                    f"required with container mode {condor.container!r}",
-                )
-            if "://" not in image and not Path(image).is_absolute():
-                if not image_dir:
-                    raise loaded.error(
-                        ("stages", name, "image"),
-                        f"{image!r} is relative but no image dir is set "
-                        "(--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)",
-                    )
-                image = str(Path(image_dir, image).absolute())
-            if "://" not in image and not Path(image).is_file():
-                raise loaded.error(("stages", name, "image"), f"no such image: {image}")
-        stages[name] = replace(stage, image=image)
+        service = stage.service
+        if service is not None:
+            keys = ("stages", name, "service", "image")
+            service = replace(service, image=_image(loaded, keys, service.image, image_dir))
+        image = _image(loaded, ("stages", name, "image"), stage.image, image_dir)
+        stages[name] = replace(stage, image=image, service=service)
+    for section in ("wandb", "remote"):
+        settings = getattr(config, section)
+        for i, name in enumerate(settings.stages if settings.enabled else []):
+            if name not in stages:
+                raise loaded.error((section, "stages", i), f"no stage {name!r}")
     absolute_image_dir = str(Path(image_dir).absolute()) if image_dir else None
     return replace(
         config,
         dirs=dirs,
         stages=stages,
         condor=replace(condor, image_dir=absolute_image_dir),
+        wandb=_wandb(config, run_dir, env),
+        dev=_dev(loaded, env),
     )
 
 
+def _image(
+    loaded: LoadedConfig, keys: tuple[str, ...], image: str | None, image_dir: str | None
+) -> str | None:
+    """An image as a full path (or URL); an error naming the key if it is not there."""
+    mode = loaded.config.condor.container
+    if mode == "none":
+        return image
+    if not image:
+        raise loaded.error(keys, f"required with container mode {mode!r}")
+    if "://" in image:
+        return image
+    if not Path(image).is_absolute():
+        if not image_dir:
+            raise loaded.error(
+                keys,
+                f"{image!r} is relative but no image dir is set "
+                "(--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)",
+            )
+        image = str(Path(image_dir, image).absolute())
+    # a .sif file, or an unpacked image dir (as on /cvmfs/singularity.opensciencegrid.org)
+    if not Path(image).exists():
+        raise loaded.error(keys, f"no such image: {image}")
+    return image
+
+
+WANDB_ENV = {
+    "name": "WANDB_NAME",
+    "entity": "WANDB_ENTITY",
+    "project": "WANDB_PROJECT",
+    "group": "WANDB_RUN_GROUP",
+}
+
+
+def _wandb(config: Config, run_dir: Path, env: Mapping[str, str]) -> Wandb:
+    """W&B settings with WANDB_* filling what the config leaves unset."""
+    wandb = config.wandb
+    if not wandb.enabled:
+        return wandb
+    values = {k: getattr(wandb, k) or env.get(v) or None for k, v in WANDB_ENV.items()}
+    values["project"] = values["project"] or "aframe"
+    values["group"] = values["group"] or f"{config.name}-{run_dir.name}"
+    tags = wandb.tags or [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
+    return replace(wandb, tags=tags, **values)
+
+
+def _dev(loaded: LoadedConfig, env: Mapping[str, str]) -> Dev:
+    """The --dev checkout as an absolute path, checked to be an aframe checkout."""
+    dev = loaded.config.dev
+    if not dev.enabled:
+        return dev
+    mode = loaded.config.condor.container
+    if mode != "apptainer":
+        raise loaded.error(
+            ("dev", "enabled"),
+            f"--dev binds a checkout into apptainer images; container mode {mode!r} "
+            + ("runs host commands" if mode == "none" else "lets a job add no binds"),
+        )
+    where = "dev.path"
+    path = dev.path or env.get("AFRAME_REPO") or None
+    if path is None:
+        where = "the working directory's git checkout"
+        path = _git_toplevel(Path.cwd())
+        if path is None:
+            raise loaded.error(
+                ("dev", "path"),
+                "not set and the working directory is in no git checkout: "
+                "pass --dev-path PATH (an aframe checkout)",
+            )
+    checkout = Path(path).absolute()
+    if not is_aframe_checkout(checkout):
+        raise loaded.error(
+            ("dev", "path"),
+            f"{checkout} ({where}) is not an aframe checkout "
+            "(no pyproject.toml naming aframe beside projects/)",
+        )
+    return replace(dev, path=str(checkout))
+
+
+def is_aframe_checkout(path: Path) -> bool:
+    """An aframe repo: pyproject.toml whose project is aframe, and its projects/ dir."""
+    pyproject = path / "pyproject.toml"
+    if not (pyproject.is_file() and (path / "projects").is_dir()):
+        return False
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    return re.search(r'^name\s*=\s*"aframe"', text, re.MULTILINE) is not None
+
+
+def _git_toplevel(start: Path) -> str | None:
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return str(directory)
+    return None
+
+
 def template_context(config: Config, run_dir: Path, stage: str) -> dict[str, Any]:
+    """What a stage's templates see: params, dirs, run_dir, python, stage (and item)."""
     return {
         "params": config.params,
         "dirs": config.dirs,
@@ -362,47 +485,102 @@ def _pattern(parts: list[quoting.Part]) -> str:
 
 def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
     """The stage's .sub file."""
-    stage, condor = plan.stage, config.condor
+    return _submit_text(config, run_dir, plan, plan.name, plan.stage)
+
+
+def service_submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
+    """The .sub file of a stage's service: the wrapper that starts, publishes and stops it."""
+    service = plan.stage.service
+    assert service is not None
+    name = service_name(plan.name)
+    mode = config.condor.container
+    python = sys.executable if mode == "none" else service.python
+    wrapper = [
+        python, "{{ entry('service') }}", "serve",
+        f"--address-file={run_dir}/{plan.name}.address", f"--ports={','.join(service.ports)}",
+        *([f"--ready={service.ready}"] if service.ready else []), "--",
+    ]  # fmt: skip
+    command: str | list[str] = (
+        [*wrapper, *service.command]
+        if isinstance(service.command, list)
+        else " ".join([*wrapper, service.command])
+    )
+    stage = Stage(
+        description=service.description or f"The service the nodes of {plan.name} talk to.",
+        image=service.image,
+        command=command,
+        resources=service.resources,
+    )
+    return _submit_text(config, run_dir, plan, name, stage)
+
+
+def service_name(stage: str) -> str:
+    """The SERVICE node (and .sub file) of a stage: STAGE-service."""
+    return f"{stage}-service"
+
+
+def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stage: Stage) -> str:
+    condor = config.condor
     mode = condor.container
     context = template_context(config, run_dir, plan.name)
-    item_fields = _item_fields(plan.spec)
+    context["stage"] = {"name": name, "resources": stage.resources}
+    item_fields = _item_fields(plan.spec) if name == plan.name else []
     placeholder = render.ItemPlaceholder(item_fields, plan.name) if plan.spec else None
     if placeholder is not None:
         context["item"] = placeholder
+    if plan.stage.service is not None:
+        # what the service published, read by condor_submit from the included file
+        context["service_address"] = render.macro_text("SERVICE_ADDRESS")
 
-    def entry(name: str) -> str:
-        if name not in ENTRY_SCRIPTS:
+    def entry(script: str) -> str:
+        if script not in ENTRY_SCRIPTS:
             raise render.RenderError(
-                f"no entry script {name!r} (available: {', '.join(ENTRY_SCRIPTS)})"
+                f"no entry script {script!r} (available: {', '.join(ENTRY_SCRIPTS)})"
             )
-        if name not in plan.entry_scripts:
-            plan.entry_scripts.append(name)
-        return f"{name}.py" if mode == "container-universe" else f"{run_dir}/entry/{name}.py"
+        if script not in plan.entry_scripts:
+            plan.entry_scripts.append(script)
+        return f"{script}.py" if mode == "container-universe" else f"{run_dir}/entry/{script}.py"
 
     context["entry"] = entry
-    where = f"stages.{plan.name}.command"
+    where = f"stages.{plan.name}.{'command' if name == plan.name else 'service.command'}"
     command = render.render_command(stage.command, context, where)
     if not command:
         raise ConfigError(f"{where}: the command is empty")
+    wandb = config.wandb
+    if wandb.enabled and name in wandb.stages:
+        command += [[word] for word in wandb_arguments(wandb, context, name)]
     environment = {
         key: render.render_value(value, context, f"stages.{plan.name}.environment.{key}")
         for key, value in {**condor.environment, **stage.environment}.items()
     }
-    plan.fields = placeholder.used if placeholder else []
+    secrets.check_environment(
+        [("condor.environment", k) for k in condor.environment]
+        + [(f"stages.{plan.name}.environment", k) for k in stage.environment]
+    )
+    if name == plan.name:
+        plan.fields = placeholder.used if placeholder else []
+    getenv = [*condor.getenv, *stage.getenv, *(WANDB_GETENV if wandb.enabled else [])]
 
     gpus = stage.resources.gpus
     image = stage.image or ""
+    binds = _stage_binds(stage, context, f"stages.{plan.name}.binds")
+    transfer = None
+    if config.remote.enabled and name in config.remote.stages:
+        transfer, command, environment, image = _remote_job(
+            config, run_dir, plan, context, command, environment, image, binds
+        )
+        binds = []
     lines = _option_lines(command)
     if mode == "apptainer":
         executable = condor.apptainer
         prefix = ["exec", *(["--nv"] if gpus else [])]
-        for bind in apptainer_binds(config, run_dir):
+        host_binds = apptainer_binds(config, run_dir) if transfer is None else []
+        for bind in host_binds:
             prefix += ["--bind", bind]
-        for i, source in enumerate(stage.binds):
-            path = render.render_text(source, context, f"stages.{plan.name}.binds.{i}")
-            # a path that is not on this host is a path inside the image: nothing to bind
-            if Path(path).is_absolute() and Path(path).exists():
-                prefix += ["--bind", f"{path}:{path}:ro"]
+        for path in binds:
+            prefix += ["--bind", f"{path}:{path}:ro"]
+        if config.dev.enabled:
+            prefix += ["--bind", f"{config.dev.path}:{config.dev.target}"]
         lines.insert(0, [[p] for p in [*prefix, image]])
     else:
         # /usr/bin/env finds the program on PATH, on the host or inside the image
@@ -411,24 +589,30 @@ def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
     memory = stage.resources
     quoting.check_value(" ".join(stage.description.split()), f"stages.{plan.name}.description")
     description = textwrap.wrap(stage.description, width=86)
+    entry_files = [f"{run_dir}/entry/{n}.py" for n in plan.entry_scripts]
     return render.render_file(
         "stage.sub.j2",
         pipeline=config.name,
-        stage=plan.name,
+        stage=name,
         description=description,
-        nodes_note=_nodes_note(plan),
+        nodes_note=_nodes_note(plan) if name == plan.name else "One node, beside the stage's.",
         universe="container" if mode == "container-universe" else "vanilla",
         container_image=image if mode == "container-universe" else "",
         executable=executable,
         arguments=arguments,
         run_dir=str(run_dir),
+        initialdir="/" if transfer else str(run_dir),
+        logs=f"{run_dir}/logs" if transfer else "logs",
+        include=f"{run_dir}/{plan.name}.address"
+        if plan.stage.service is not None and name == plan.name
+        else "",
         environment=quoting.environment_value(environment, f"stages.{plan.name}.environment")
         if environment
         else "",
-        getenv=_unique([*condor.getenv, *stage.getenv]),
-        transfer_input_files=[f"{run_dir}/entry/{n}.py" for n in plan.entry_scripts]
-        if mode == "container-universe"
-        else [],
+        getenv=_unique(getenv),
+        transfer_input_files=entry_files if mode == "container-universe" and not transfer else [],
+        remote=transfer,
+        remote_config=config.remote,
         resources=memory,
         memory_mb=megabytes(memory.memory) if memory.max_memory else 0,
         max_memory_mb=megabytes(memory.max_memory) if memory.max_memory else 0,
@@ -438,6 +622,88 @@ def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
         accounting_group_user=condor.accounting_group_user,
         use_oauth_services=condor.use_oauth_services,
     )
+
+
+# W&B: the job needs the key (by name) and honours WANDB_MODE=offline and a local server
+WANDB_GETENV = ["WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"]
+
+
+def wandb_arguments(wandb: Wandb, context: dict[str, Any], stage: str) -> list[str]:
+    """Aframe's train CLI options for a W&B logger (LightningCLI's `+=` appends one)."""
+    args = ["--trainer.logger+=WandbLogger", "--trainer.logger.job_type=train"]
+    if wandb.save_dir:
+        save_dir = render.render_text(wandb.save_dir, context, "wandb.save_dir")
+        args.append(f"--trainer.logger.save_dir={save_dir}")
+    for key in ("name", "entity", "project", "group"):
+        value = getattr(wandb, key)
+        if value:
+            args.append(f"--trainer.logger.{key}={value}")
+    args += [f"--trainer.logger.tags+={tag}" for tag in wandb.tags]
+    for arg in args:
+        quoting.check_value(arg, f"wandb ({stage})")
+    return args
+
+
+def _stage_binds(stage: Stage, context: dict[str, Any], where: str) -> list[str]:
+    """The stage's host files to bind; a path not on this host is one inside the image."""
+    paths = []
+    for i, source in enumerate(stage.binds):
+        path = render.render_text(source, context, f"{where}.{i}")
+        if Path(path).is_absolute() and Path(path).exists():
+            paths.append(path)
+    return paths
+
+
+def _remote_job(
+    config: Config,
+    run_dir: Path,
+    plan: StagePlan,
+    context: dict[str, Any],
+    command: list[list[quoting.Part]],
+    environment: dict[str, list[quoting.Part] | str],
+    image: str,
+    binds: list[str],
+) -> tuple[remote.Transfer, list[list[quoting.Part]], dict[str, Any], str]:
+    """A stage without a shared filesystem: its transfers, and its paths as the job sees them."""
+    where = f"stages.{plan.name}"
+    inputs = [
+        render.render_text(t, context, f"{where}.inputs.{i}")
+        for i, t in enumerate(plan.stage.inputs)
+    ]
+    outputs = [
+        render.render_text(t, context, f"{where}.outputs.{i}")
+        for i, t in enumerate(plan.stage.outputs)
+    ]
+    if plan.spec is not None and any(isinstance(p, quoting.Macro) for t in command for p in t):
+        raise ConfigError(f"{where}: a remote stage cannot fan out (its paths are per node)")
+    if config.dev.enabled:
+        raise ConfigError(f"{where}: --dev binds a local checkout, which a remote job cannot see")
+    sent = [*inputs, *binds]
+    if image and config.condor.container == "apptainer":
+        sent.append(image)  # the job needs its image, unless it is on /cvmfs
+    transfer = remote.plan_transfer(sent, outputs, where)
+    s3 = [p for p in transfer.inputs if p.startswith("s3://")]
+    settings = config.remote
+    if s3 and not (settings.aws_access_key_id_file and settings.aws_secret_access_key_file):
+        raise ConfigError(
+            f"{where}.inputs: {s3[0]} needs remote.aws_access_key_id_file and "
+            "remote.aws_secret_access_key_file (files holding the key, never the key)"
+        )
+    if settings.aws_credentials_file:
+        transfer.inputs.append(settings.aws_credentials_file.lstrip("/"))
+        environment = {
+            **environment,
+            "AWS_SHARED_CREDENTIALS_FILE": settings.aws_credentials_file.lstrip("/"),
+        }
+
+    def rewrite(parts: list[quoting.Part]) -> list[quoting.Part]:
+        return [transfer.rewrite(p) if isinstance(p, str) else p for p in parts]
+
+    command = [rewrite(token) for token in command]
+    environment = {
+        k: transfer.rewrite(v) if isinstance(v, str) else rewrite(v) for k, v in environment.items()
+    }
+    return transfer, command, environment, transfer.rewrite(image)
 
 
 def _option_lines(command: list[list[quoting.Part]]) -> list[list[list[quoting.Part]]]:
@@ -482,7 +748,9 @@ def _item_fields(spec: fanout.Spec | None) -> list[str]:
 
 def env_get(config: Config) -> list[str]:
     """Every variable a .sub takes with getenv: DAGMan must hold them to pass them on."""
-    return _unique([*config.condor.getenv, *(v for s in config.stages.values() for v in s.getenv)])
+    wandb = WANDB_GETENV if config.wandb.enabled else []
+    stages = (v for s in config.stages.values() for v in s.getenv)
+    return _unique([*config.condor.getenv, *stages, *wandb])
 
 
 def _unique(values: list[str]) -> list[str]:
@@ -529,7 +797,21 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
         blocks = [f"{b}RETRY {n} {retry}\n" for b, n in zip(blocks, names, strict=True)]
     if category:
         blocks = [f"{b}CATEGORY {n} {name}\n" for b, n in zip(blocks, names, strict=True)]
+    if plan.stage.service is not None:
+        # each node waits for the service's address (manual: DAGMan, SCRIPT DEFER): the
+        # script exits 75 until the address is there, and DAGMan runs it again later
+        poll, python = plan.stage.service.poll, python_for_scripts()
+        wait = f"{python} {run_dir}/entry/service.py wait {run_dir}/{name}.address"
+        blocks = [
+            f"{b}SCRIPT DEFER 75 {poll} PRE {n} {wait}\n"
+            for b, n in zip(blocks, names, strict=True)
+        ]
     return "".join(blocks) + (f"MAXJOBS {name} {category}\n" if category else "")
+
+
+def python_for_scripts() -> str:
+    """The Python that runs DAGMan's PRE scripts on the access point: the build's own."""
+    return sys.executable
 
 
 def _escaped(items: list[fanout.Item], fields: list[str], where: str) -> list[fanout.Item]:
@@ -543,7 +825,9 @@ def _escaped(items: list[fanout.Item], fields: list[str], where: str) -> list[fa
 def _stage_view(plan: StagePlan, run_dir: Path, nodes: bool) -> dict[str, Any]:
     return {
         "name": plan.name,
-        "runtime": plan.runtime,
+        "subdag": plan.subdag,
+        "done": plan.complete,
+        "service": service_name(plan.name) if plan.stage.service is not None else "",
         "note": _dag_note(plan),
         "nodes": node_lines(plan, run_dir) if nodes else "",
     }
@@ -554,12 +838,13 @@ def _dag_note(plan: StagePlan) -> str:
         return f"fan-out decided at run time from {plan.waits_for}"
     if plan.spec is None:
         return "one node"
-    return f"{len(plan.items)} nodes"
+    service = ", and the service they talk to (a sub-DAG)" if plan.stage.service else ""
+    return f"{len(plan.items)} nodes{service}"
 
 
 def dag_text(plan: Plan, python: str) -> str:
     """The top-level aframe.dag."""
-    names = {s.name: s.node_names() for s in plan.stages}
+    names = {s.name: s.dag_names() for s in plan.stages}
     edges = [
         (list(dict.fromkeys(n for p in s.parents for n in names[p])), names[s.name])
         for s in plan.stages
@@ -571,7 +856,7 @@ def dag_text(plan: Plan, python: str) -> str:
         pipeline=plan.config.name,
         run_dir=str(plan.run_dir),
         expand_command=f"{python} -m aframe_dag expand",
-        stages=[_stage_view(s, plan.run_dir, nodes=not s.runtime) for s in plan.stages],
+        stages=[_stage_view(s, plan.run_dir, nodes=not s.subdag) for s in plan.stages],
         edges=edges,
     )
 
@@ -579,7 +864,8 @@ def dag_text(plan: Plan, python: str) -> str:
 def stage_dag_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
     """The sub-DAG of a run-time fan-out stage, once its items are known."""
     view = _stage_view(plan, run_dir, nodes=True)
-    view["note"] = f"{len(plan.items)} nodes from {plan.spec.inputs()[0]}"  # type: ignore[union-attr]
+    inputs = plan.spec.inputs() if plan.spec is not None else []
+    view["note"] = f"{len(plan.items)} nodes" + (f" from {inputs[0]}" if inputs else "")
     return render.render_file(
         "stage.dag.j2",
         env_get=env_get(config),
@@ -618,12 +904,21 @@ def build(
         raise RunDirError(f"{run_path}: run-local (pid {holder}) is running on it; wait or stop it")
     state = completion.harvest(run_path) if run_path.is_dir() else completion.State()
     plan = make_plan(loaded, run_path, targets, state, rerun)
+    for check in preflight.cheap(plan.config, run_path, os.environ):
+        if not check.ok and not check.warning:
+            raise ConfigError(f"{check.name}: {check.message}")
     files = {"config.yaml": dump_config(plan.config), "aframe.dag": dag_text(plan, python)}
+    dirs = [f"logs/{s.name}" for s in plan.stages]
     for stage in plan.stages:
         files[f"{stage.name}.sub"] = stage.submit_text
+        if stage.stage.service is not None:
+            name = service_name(stage.name)
+            files[f"{name}.sub"] = service_submit_text(plan.config, run_path, stage)
+            files[f"{stage.name}.dagman.config"] = DAGMAN_CONFIG
+            dirs.append(f"logs/{name}")
         for script in stage.entry_scripts:
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
-    dirs = [f"logs/{s.name}" for s in plan.stages]
+    secrets.check_files(files, os.environ)
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     moved = write.write_run_dir(run_path, files, dirs, force=force)
     write.make_dirs(data_dirs)
@@ -647,6 +942,25 @@ def build(
     )
 
 
+DAGMAN_CONFIG = """\
+# DAGMan settings of a sub-DAG with a SERVICE node (see its CONFIG line): HTCondor 23
+# miscounts the service's idle job, and strict mode would fail the finished sub-DAG.
+DAGMAN_USE_STRICT = 0
+"""
+
+
+def check(
+    config_path: str | Path,
+    run_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    targets: list[str] | tuple[str, ...] = (),
+) -> list[preflight.Check]:
+    """Every preflight check of a build, writing nothing."""
+    run_path = Path(run_dir).absolute()
+    plan = make_plan(load_config(config_path, overrides), run_path, targets)
+    return list(preflight.thorough(plan.config, run_path, os.environ))
+
+
 def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     """Write RUN_DIR/STAGE.dag from the stage's now-existing input; return it and its size."""
     run_path = Path(run_dir).absolute()
@@ -664,6 +978,11 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     # with the same item (say, the same piece of a re-queried segment list) are DONE
     judge(plan, config, run_path, completion.harvest(run_path))
     path = run_path / f"{stage}.dag"
-    write.write_file(path, stage_dag_text(config, run_path, plan))
+    text = stage_dag_text(config, run_path, plan)
+    secrets.check_files({path.name: text}, os.environ)
+    if plan.stage.service is not None:  # a new service publishes its own address
+        for stale in (f"{stage}.address", f"{stage}.address.failed"):
+            (run_path / stale).unlink(missing_ok=True)
+    write.write_file(path, text)
     completion.write_fingerprints(run_path / f"{stage}.fingerprints.json", [plan], path.name)
     return path, len(plan.items)

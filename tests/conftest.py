@@ -11,7 +11,7 @@ from aframe_dag.cli import main
 
 REPO = Path(__file__).parent.parent
 SANDBOX = REPO / "configs" / "sandbox.yaml"
-IMAGES = ("data.sif", "train.sif", "export.sif", "infer.sif", "plots.sif")
+IMAGES = ("data.sif", "train.sif", "export.sif", "infer.sif", "plots.sif", "tritonserver.sif")
 
 
 @pytest.fixture

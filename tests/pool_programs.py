@@ -4,14 +4,20 @@ segments OUT            write a segwizard file with three segments
 record OUT [ARGS...]    append argv and the GPU environment to OUT as one JSON line
 flaky MARKER OUT        fail the first time (leaving MARKER), succeed the next
 fail-unless FILE OUT    fail unless FILE exists, then record
+serve LOG PORT          an HTTP service (/ready, /value) until SIGTERM, noted in LOG
+client OUT ADDRESS      write what the service at ADDRESS answers on /value to OUT
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import signal
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 SEGMENTS = "# seg\tstart\tstop\tduration\n0\t1000\t1250\t250\n1\t2000\t2080\t80\n"
@@ -28,6 +34,38 @@ def record(out: str, args: list[str]) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry) + "\n")
+
+
+def serve(log: str, port: int) -> None:
+    """Answer /ready (200 after a moment, like a server loading models) and /value."""
+    started = time.monotonic()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/ready" and time.monotonic() - started < 0.5:
+                self.send_response(503)
+                self.end_headers()
+                return
+            body = f"served by {os.getpid()} on GPU {os.environ.get('CUDA_VISIBLE_DEVICES')}"
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
+
+    def stop(signum: int, _frame: object) -> None:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"stopped by signal {signum}\n")
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"listening on {port}\n")
+    server.serve_forever()
 
 
 def main(argv: list[str]) -> int:
@@ -61,6 +99,13 @@ def main(argv: list[str]) -> int:
             print(f"{out} is missing", file=sys.stderr)
             return 4
         record(rest[0], rest[1:])
+    elif command == "serve":
+        serve(out, int(rest[0]))
+    elif command == "client":
+        with urllib.request.urlopen(f"http://{rest[0]}/value", timeout=10) as response:
+            answer = response.read().decode()
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(answer)
     else:
         print(f"unknown command {command}", file=sys.stderr)
         return 2

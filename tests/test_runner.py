@@ -332,11 +332,11 @@ def test_missing_apptainer_is_an_error_before_anything_runs(
 def test_unsupported_submit_command_names_file_and_line(tmp_path: Path) -> None:
     run_dir = build(tmp_path, {"a": {"command": "true"}})
     sub = run_dir / "a.sub"
-    sub.write_text(sub.read_text().replace("queue", "transfer_output_files = x\nqueue"))
+    sub.write_text(sub.read_text().replace("queue", 'transfer_output_remaps = "x = y"\nqueue'))
     done = local(run_dir)
     assert done.returncode == 1
     line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"Error: {sub}:") and "transfer_output_files is not supported" in line
+    assert line.startswith(f"Error: {sub}:") and "transfer_output_remaps is not supported" in line
 
 
 def test_dry_run_prints_commands_and_environment_without_running(tmp_path: Path) -> None:
