@@ -120,7 +120,9 @@ def test_sandbox_submit_files_pass_condor_submit_dry_run(
         "condor.use_oauth_services=",
     )
     subs = sorted(run_dir.glob("*.sub"))
-    assert len(subs) == 15
+    assert len(subs) == 16  # 15 stages and infer's service
+    # what the service publishes once ready; condor_submit includes it into infer.sub
+    (run_dir / "infer.address").write_text("SERVICE_ADDRESS = 10.0.0.7:8001\n")
     for sub in subs:
         done = subprocess.run(
             ["condor_submit", "-dry-run", "-", str(sub)],
@@ -131,6 +133,8 @@ def test_sandbox_submit_files_pass_condor_submit_dry_run(
         )
         assert done.returncode == 0, f"{sub.name}: {done.stdout}{done.stderr}"
         assert 'AcctGroup="ligo.dev.o4.cbc.allsky.aframe"' in done.stdout
+        if sub.name == "infer.sub":
+            assert "--client.address=10.0.0.7:8001" in done.stdout
     done = subprocess.run(
         ["condor_submit_dag", "-no_submit", str(run_dir / "aframe.dag")],
         cwd=run_dir,
@@ -163,6 +167,36 @@ def test_sandbox_submit_files_pass_condor_submit_dry_run(
             check=False,
         )
         assert done.returncode == 0, f"{stage}: {done.stdout}{done.stderr}"
+
+
+def test_remote_training_submit_file_passes_condor_submit_dry_run(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = run_root / "images"
+    images.mkdir()
+    for name in IMAGES:
+        (images / name).touch()
+    run_dir = run_root / "run"
+    monkeypatch.setenv("LIGO_GROUP", "ligo.dev.o4.cbc.allsky.aframe")
+    monkeypatch.setenv("LIGO_USERNAME", "aframe")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    build(
+        SANDBOX, run_dir, "--image-dir", str(images), "--train-remote", "--use-wandb",
+        "--set", "condor.use_oauth_services=",
+    )  # fmt: skip
+    done = subprocess.run(
+        ["condor_submit", "-dry-run", "-", str(run_dir / "train.sub")],
+        cwd=run_dir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    ad = done.stdout
+    assert 'ShouldTransferFiles="YES"' in ad and "PreserveRelativePaths=true" in ad
+    assert f'TransferOutput="{str(run_dir).lstrip("/")}/training"' in ad
+    assert "GPUsMinMemory=16000" in ad and "RequireGPUs=GlobalMemoryMb >= GPUsMinMemory" in ad
+    assert "--trainer.logger+=WandbLogger" in ad
 
 
 # --- a host-mode pipeline of the sandbox's shape runs to the end -------------------------
@@ -389,3 +423,64 @@ def test_demo_writes_the_same_files_under_dagman_and_run_local(run_root: Path) -
         for d in (condor_dir, local_dir)
     }
     assert logs[local_dir] == logs[condor_dir]
+
+
+# --- a stage's service and a remote stage, under DAGMan ------------------------------------
+
+SERVED = {
+    "model": {
+        "command": f"{PY} segments {{{{ dirs.out }}}}/model.txt",
+        "outputs": ["{{ dirs.out }}/model.txt"],
+    },
+    "train": {
+        # no shared filesystem: the input is sent, the output dir comes back
+        "after": ["model"],
+        "resources": {"gpus": 1},
+        "command": [
+            sys.executable,
+            "-c",
+            "import pathlib,os,sys;"
+            "out=pathlib.Path(sys.argv[2]);out.mkdir(parents=True);"
+            "(out/'weights.txt').write_text(pathlib.Path(sys.argv[1]).read_text()+os.getcwd())",
+            "{{ dirs.out }}/model.txt",
+            "{{ dirs.out }}/training",
+        ],
+        "inputs": ["{{ dirs.out }}/model.txt"],
+        "outputs": ["{{ dirs.out }}/training/weights.txt"],
+    },
+    "infer": {
+        "after": ["train"],
+        "foreach": {"count": {"num_jobs": 3}},
+        "max_jobs": 2,
+        "command": f"{PY} client {{{{ dirs.out }}}}/infer-{{{{ item.index }}}}.txt "
+        "{{ service_address }}",
+        "outputs": ["{{ dirs.out }}/infer-{{ item.index }}.txt"],
+        "service": {
+            "command": f"{PY} serve {{{{ dirs.out }}}}/server.log {{http}}",
+            "ports": ["http"],
+            "ready": "http://127.0.0.1:{http}/ready",
+            "resources": {"gpus": 1},
+            "poll": 2,
+        },
+    },
+}
+
+
+def test_a_service_node_serves_the_stage_and_a_remote_stage_transfers(run_root: Path) -> None:
+    run_dir = run_root / "run"
+    config = pipeline(run_root / "served.yaml", SERVED)
+    build(config, run_dir, "--set", "remote.enabled=true")
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    # the remote stage ran in HTCondor's scratch dir, and its outputs came back
+    weights = (run_dir / "out/training/weights.txt").read_text()
+    assert weights.startswith("# seg") and str(run_dir) not in weights.splitlines()[-1]
+    # every client reached the one service, which ran on a (simulated) GPU
+    answers = {(run_dir / f"out/infer-{i}.txt").read_text() for i in range(3)}
+    assert len(answers) == 1 and re.search(r"on GPU GPU-[0-9a-f]+$", answers.pop())
+    sub_out = (run_dir / "infer.dag.dagman.out").read_text()
+    assert "Starting service node infer-service" in sub_out
+    assert sub_out.rstrip().endswith("EXITING WITH STATUS 0"), sub_out[-2000:]
+    # DAGMan removed the service when the clients were done: it stopped cleanly
+    assert "stopped by signal 15" in (run_dir / "out/server.log").read_text()
+    assert not (run_dir / "infer.address").exists()
