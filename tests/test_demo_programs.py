@@ -198,11 +198,12 @@ def test_network_beats_chance_on_a_separable_toy_set() -> None:
     generator = common.rng(7)
     x = np.concatenate([generator.normal(-1, 1, (200, 3)), generator.normal(1, 1, (200, 3))])
     y = np.concatenate([np.zeros(200), np.ones(200)])
-    weights, lines = train.fit(
+    weights, history = train.fit(
         x, y, hidden=4, steps=200, learning_rate=0.05, decay=0.0, generator=generator, report=100
     )
     assert train.accuracy(weights, x, y) > 0.9  # the Bayes rate here is 0.96
-    assert len(lines) == 3  # steps 1, 100, 200
+    assert [point["step"] for point in history] == [1, 100, 200]
+    assert history[-1]["loss"] < history[0]["loss"]
 
 
 def test_gradients_match_finite_differences() -> None:

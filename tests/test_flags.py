@@ -371,3 +371,28 @@ def test_a_secret_written_into_the_config_is_refused(
         assert code == 1 and message in err, err
         assert len(err.strip().splitlines()) == 1
         assert not run_dir.exists()
+
+
+def test_the_demo_trains_with_a_wandb_logger_offline_and_the_key_stays_out(
+    tmp_path: Path,
+) -> None:
+    """The real wandb package, offline: the run's records hold the metrics and the run
+    group, and neither they nor anything else in the run dir hold the API key."""
+    run_dir = tmp_path / "demo"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_API_KEY": KEY}
+    env.pop("WANDB_RUN_GROUP", None)
+    for args in (
+        ["build", "demo", "--run-dir", str(run_dir), "--use-wandb", "--target", "train"],
+        ["run-local", str(run_dir), "--gpus", "0"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "aframe_dag", *args],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert KEY not in done.stdout + done.stderr
+    (records,) = (run_dir / "training" / "wandb").glob("offline-run-*/run-*.wandb")
+    data = records.read_bytes()
+    assert b"validation_accuracy" in data and b"aframe-demo-demo" in data  # metric, group
+    for path in run_dir.rglob("*"):
+        assert not path.is_file() or KEY.encode() not in path.read_bytes(), path

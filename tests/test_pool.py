@@ -432,20 +432,27 @@ SERVED = {
         "command": f"{PY} segments {{{{ dirs.out }}}}/model.txt",
         "outputs": ["{{ dirs.out }}/model.txt"],
     },
+    "shards": {
+        "command": f"{PY} record {{{{ dirs.out }}}}/shards/a.json",
+        "outputs": ["{{ dirs.out }}/shards/a.json"],
+    },
     "train": {
-        # no shared filesystem: the input is sent, the output dir comes back
-        "after": ["model"],
+        # no shared filesystem: a file and a directory are sent, the output dir comes back
+        "after": ["model", "shards"],
         "resources": {"gpus": 1},
         "command": [
             sys.executable,
             "-c",
             "import pathlib,os,sys;"
-            "out=pathlib.Path(sys.argv[2]);out.mkdir(parents=True);"
-            "(out/'weights.txt').write_text(pathlib.Path(sys.argv[1]).read_text()+os.getcwd())",
+            "out=pathlib.Path(sys.argv[3]);out.mkdir(parents=True);"
+            "shards=sorted(p.name for p in pathlib.Path(sys.argv[2]).iterdir());"
+            "(out/'weights.txt').write_text("
+            "pathlib.Path(sys.argv[1]).read_text()+' '.join(shards)+'\\n'+os.getcwd())",
             "{{ dirs.out }}/model.txt",
+            "{{ dirs.out }}/shards",
             "{{ dirs.out }}/training",
         ],
-        "inputs": ["{{ dirs.out }}/model.txt"],
+        "inputs": ["{{ dirs.out }}/model.txt", "{{ dirs.out }}/shards"],
         "outputs": ["{{ dirs.out }}/training/weights.txt"],
     },
     "infer": {
@@ -473,8 +480,9 @@ def test_a_service_node_serves_the_stage_and_a_remote_stage_transfers(run_root: 
     out = submit_and_wait(run_dir / "aframe.dag")
     assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
     # the remote stage ran in HTCondor's scratch dir, and its outputs came back
-    weights = (run_dir / "out/training/weights.txt").read_text()
-    assert weights.startswith("# seg") and str(run_dir) not in weights.splitlines()[-1]
+    weights = (run_dir / "out/training/weights.txt").read_text().splitlines()
+    assert weights[0].startswith("# seg") and weights[-2] == "a.json"
+    assert not weights[-1].startswith(str(run_dir))  # it ran in HTCondor's scratch dir
     # every client reached the one service, which ran on a (simulated) GPU
     answers = {(run_dir / f"out/infer-{i}.txt").read_text() for i in range(3)}
     assert len(answers) == 1 and re.search(r"on GPU GPU-[0-9a-f]+$", answers.pop())

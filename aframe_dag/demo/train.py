@@ -10,6 +10,10 @@ The network sees band powers of each ifo and the peak inter-ifo correlation
 (common.features) and is trained by full-batch Adam on the logistic loss, seeded.
 Writes --outdir/model.npz (weights, feature scaling) and --outdir/train.log.
 This demo trains on the CPU; the GPU HTCondor assigned is only recorded.
+
+Aframe's train CLI takes its W&B logger as LightningCLI options
+(`--trainer.logger+=WandbLogger --trainer.logger.project=...`); so does this one, and
+logs the loss and accuracy to W&B with the wandb package (WANDB_MODE=offline works).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +64,32 @@ def build_parser() -> argparse.ArgumentParser:
     add("--validation_fraction", type=float, default=0.2)
     add("--seed", type=int, default=0)
     add("--outdir", type=Path, required=True)
+    # LightningCLI's logger options, as `build --use-wandb` writes them
+    add("--trainer.logger+", dest="loggers", action="append", default=[], metavar="CLASS")
+    add("--trainer.logger.tags+", dest="wandb_tags", action="append", default=[])
+    for key in ("job_type", "save_dir", "name", "entity", "project", "group"):
+        add(f"--trainer.logger.{key}", dest=f"wandb_{key}")
     return parser
+
+
+def wandb_run(args: argparse.Namespace, config: dict[str, object]) -> Any:
+    """A W&B run if the options ask for a WandbLogger, else None."""
+    if "WandbLogger" not in args.loggers:
+        return None
+    import wandb  # only when asked: importing it takes a second
+
+    save_dir = Path(args.wandb_save_dir or args.outdir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        dir=save_dir,
+        project=args.wandb_project,
+        entity=args.wandb_entity,
+        group=args.wandb_group,
+        name=args.wandb_name,
+        job_type=args.wandb_job_type,
+        tags=args.wandb_tags or None,
+        config=config,
+    )
 
 
 def load_streams(args: argparse.Namespace) -> tuple[list[tuple[Array, Array, Array]], float]:
@@ -165,8 +195,9 @@ def fit(
     generator: np.random.Generator,
     report: int = 0,
     validation: tuple[Array, Array] | None = None,
-) -> tuple[dict[str, Array], list[str]]:
-    """Train the network on standardised features x and labels y (0 noise, 1 signal)."""
+) -> tuple[dict[str, Array], list[dict[str, float]]]:
+    """Train the network on standardised features x and labels y (0 noise, 1 signal);
+    returns the weights and, every `report` steps, the losses and accuracies."""
     n_in = x.shape[1]
     weights = {
         "W1": generator.normal(0, 1 / math.sqrt(n_in), (n_in, hidden)),
@@ -176,7 +207,7 @@ def fit(
     }
     moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in weights.items()}
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    lines = []
+    history = []
     for step in range(1, steps + 1):
         loss, grads = loss_and_grads(weights, x, y, decay)
         for name, grad in grads.items():
@@ -188,13 +219,25 @@ def fit(
             m_hat, v_hat = m / (1 - beta1**step), v / (1 - beta2**step)
             weights[name] -= learning_rate * m_hat / (np.sqrt(v_hat) + eps)
         if report and (step % report == 0 or step == 1):
-            line = f"step {step:4d}  loss {loss:.4f}  train accuracy {accuracy(weights, x, y):.3f}"
+            point = {"step": step, "loss": loss, "train_accuracy": accuracy(weights, x, y)}
             if validation is not None:
-                val_loss, _ = loss_and_grads(weights, *validation, 0.0)
-                val_accuracy = accuracy(weights, *validation)
-                line += f"  validation loss {val_loss:.4f}  accuracy {val_accuracy:.3f}"
-            lines.append(line)
-    return weights, lines
+                point["validation_loss"] = loss_and_grads(weights, *validation, 0.0)[0]
+                point["validation_accuracy"] = accuracy(weights, *validation)
+            history.append(point)
+    return weights, history
+
+
+def history_line(point: dict[str, float]) -> str:
+    line = (
+        f"step {point['step']:4d}  loss {point['loss']:.4f}  "
+        f"train accuracy {point['train_accuracy']:.3f}"
+    )
+    if "validation_loss" in point:
+        line += (
+            f"  validation loss {point['validation_loss']:.4f}  "
+            f"accuracy {point['validation_accuracy']:.3f}"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     val, train = order[:n_val], order[n_val:]
     mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-12
     scaled = (x - mean) / std
-    weights, lines = fit(
+    weights, history = fit(
         scaled[train],
         y[train],
         args.hidden,
@@ -265,8 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['signals']} signal and {summary['noise']} noise windows "
         f"of {args.kernel_length:g} s; {len(train)} to train, {len(val)} to validate",
     ]
+    lines = [history_line(point) for point in history]
     with atomic(args.outdir / "train.log") as tmp:
         tmp.write_text("\n".join([*header, *lines, json.dumps(summary)]) + "\n", encoding="utf-8")
+    run = wandb_run(args, {**config, "seed": args.seed, "hidden": args.hidden})
+    if run is not None:
+        for point in history:
+            run.log({k: float(v) for k, v in point.items() if k != "step"}, step=int(point["step"]))
+        run.summary.update(summary)
+        run.finish()
     for line in [*header[1:], *lines]:
         log(line)
     log(f"validation accuracy {summary['validation_accuracy']:.3f} -> {args.outdir / 'model.npz'}")
