@@ -170,7 +170,12 @@ def jobstate_events(path: Path, since: float) -> dict[str, str]:
 
 
 def local_events(path: Path, since: float) -> dict[str, str]:
-    """Each node's last event in run-local's record (`done|failed DAG:NODE TIME`) after `since`."""
+    """Each node's last event in run-local's record (`start|done|failed DAG:NODE TIME`).
+
+    A success counts from `since` on (before, it was an older build's node). A start that
+    nothing ended (a killed runner) or a failure counts however old: what the node left
+    behind is not whole.
+    """
     events: dict[str, str] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -178,8 +183,15 @@ def local_events(path: Path, since: float) -> dict[str, str]:
         return events
     for line in lines:
         words = line.split()
-        if len(words) == 3 and words[0] in ("done", "failed") and float(words[2]) >= since:
-            events[words[1].split(":", 1)[1]] = "success" if words[0] == "done" else "failure"
+        if len(words) != 3 or words[0] not in ("start", "done", "failed"):
+            continue
+        node = words[1].split(":", 1)[1]
+        if words[0] != "done":
+            events[node] = "failure"
+        elif float(words[2]) >= since:
+            events[node] = "success"
+        else:
+            events.pop(node, None)
     return events
 
 

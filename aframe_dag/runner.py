@@ -288,6 +288,8 @@ class Runner:
         env = dict(command.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(task.gpus) if task.gpus else NO_GPU
         task.attempts += 1
+        # recorded first: if this runner dies, what the node left is known to be unfinished
+        self._record("start", task)
         for path in (command.stdout, command.stderr):
             path.parent.mkdir(parents=True, exist_ok=True)
         with open(command.stdout, "wb") as out, open(command.stderr, "wb") as err:
