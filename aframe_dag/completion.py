@@ -109,7 +109,12 @@ class Outputs:
 
 
 def write_fingerprints(path: Path, stages: Iterable[Any], dag: str) -> None:
-    """Record each stage's fingerprint for the DAG file `dag`, and when it was written.
+    """Record each stage's fingerprint for the DAG file `dag`, and when it was written."""
+    write.write_file(path, fingerprints_text(stages, dag))
+
+
+def fingerprints_text(stages: Iterable[Any], dag: str) -> str:
+    """The fingerprints file for the DAG file `dag`, written now.
 
     A node's digest is its stage's base and its VARS, which the DAG file itself holds:
     `harvest` reads them back from there, so nothing is written per node.
@@ -121,7 +126,7 @@ def write_fingerprints(path: Path, stages: Iterable[Any], dag: str) -> None:
         "stages": {s.name: s.stage_fingerprint.base for s in stages},
         "bases": {s.stage_fingerprint.base: s.stage_fingerprint.parts for s in stages},
     }
-    write.write_file(path, json.dumps(data, separators=(",", ":")) + "\n")
+    return json.dumps(data, separators=(",", ":")) + "\n"
 
 
 def node_digests(dag: Path, stages: dict[str, str], wanted: set[str]) -> dict[str, str]:
@@ -218,10 +223,10 @@ def harvest(run_dir: Path) -> State:
     return state
 
 
-def save(run_dir: Path, state: State) -> None:
-    """Write the accumulated state (our own file under RUN/.aframe-dag/)."""
+def state_text(state: State) -> str:
+    """The accumulated state, as RUN/.aframe-dag/completed.json holds it."""
     data = {"nodes": state.nodes, "bases": state.bases}
-    write.write_file(run_dir / COMPLETED, json.dumps(data, separators=(",", ":")) + "\n")
+    return json.dumps(data, separators=(",", ":")) + "\n"
 
 
 # --- the verdict ----------------------------------------------------------------------

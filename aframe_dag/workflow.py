@@ -625,10 +625,12 @@ def build(
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
     dirs = [f"logs/{s.name}" for s in plan.stages]
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
-    moved = write.write_run_dir(run_path, files, dirs, force=force)
+    records = {  # written with the rest, all or none
+        completion.COMPLETED: completion.state_text(state),
+        "fingerprints.json": completion.fingerprints_text(plan.stages, "aframe.dag"),
+    }
+    moved = write.write_run_dir(run_path, {**files, **records}, dirs, force=force)
     write.make_dirs(data_dirs)
-    completion.save(run_path, state)
-    completion.write_fingerprints(run_path / "fingerprints.json", plan.stages, "aframe.dag")
     warnings = []
     if run_path.resolve().is_relative_to("/tmp"):
         # DAGMan's strict mode (the default) refuses a default node log under /tmp

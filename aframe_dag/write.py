@@ -20,19 +20,33 @@ RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", "run-local.record")
 
 def write_file(path: Path, text: str) -> None:
     """Write `text` to `path` atomically: readers see the old or the new file, whole."""
+    _rename(_stage(path, text), path)
+
+
+def _stage(path: Path, text: str) -> Path:
+    """Write `text` to a new temporary file beside `path` (same filesystem); return it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # .NAME-XXXX.tmp: no pattern of RUN_RECORDS (`*.dag.*`) takes it for a record
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
             # mkstemp makes 0600 files; a run dir is read by colleagues and by the pool
             Path(tmp).chmod(0o666 & ~_umask())
-            Path(tmp).replace(path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
+        raise RunDirError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return Path(tmp)
+
+
+def _rename(tmp: Path, path: Path) -> None:
+    try:
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise RunDirError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
@@ -50,14 +64,15 @@ def dagman_state(run_dir: Path) -> list[Path]:
 def write_run_dir(
     run_dir: Path, files: Mapping[str, str], dirs: Iterable[str], force: bool = False
 ) -> list[str]:
-    """Write all files of a run dir; a new run dir appears whole or not at all.
+    """Write all files of a run dir, all or none; a new run dir appears whole or not at all.
 
+    In an existing run dir every file is written beside its place first, and only once all
+    are written are they renamed into place: a full or read-only disk leaves it as it was.
     Returns what `force` moved aside (relative paths), to say so.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
     if run_dir.is_dir():
-        moved: list[str] = []
         found = dagman_state(run_dir)
         if found and not force:
             names = ", ".join(p.name for p in found[:3]) + (" ..." if len(found) > 3 else "")
@@ -66,12 +81,19 @@ def write_run_dir(
                 f"condor_submit_dag {run_dir}/aframe.dag (it picks the rescue DAG up); "
                 "to start over, build with --force (moves DAGMan's files aside)"
             )
-        if force:
-            moved = move_aside(run_dir)
-        for name in dirs:
-            _mkdir(run_dir / name)
-        for name, text in files.items():
-            write_file(run_dir / name, text)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name, text in files.items():
+                staged.append((_stage(run_dir / name, text), run_dir / name))
+            for name in dirs:
+                _mkdir(run_dir / name)
+            moved = move_aside(run_dir) if force else []
+            for tmp, path in staged:
+                _rename(tmp, path)
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)  # those renamed are gone already
+            raise
         return moved
     _mkdir(run_dir.parent)
     try:
