@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aframe_dag import dagfile, graph, quoting
+from aframe_dag import dagfile, graph, quoting, write
 from aframe_dag.errors import AframeDagError, RunDirError
 
 # The variables condor_submit_dag lets into DAGMan's own environment (23.x), from which
@@ -457,6 +457,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             raise RunError(
                 f"{run_dir}: another run-local (pid {owner}) is running on this run dir"
             ) from None
+        # a build takes its lock, then looks for ours: one of the two is refused
+        if write.build_running(run_dir):
+            raise RunError(f"{run_dir}: an aframe-dag build is writing it; run when it is done")
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

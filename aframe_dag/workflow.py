@@ -611,6 +611,19 @@ def build(
     python = sys.executable
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
     loaded = load_config(config_path, overrides)
+    with write.build_lock(run_path):  # from reading the run dir's records to the last write
+        return _build(loaded, run_path, python, targets, force, rerun)
+
+
+def _build(
+    loaded: LoadedConfig,
+    run_path: Path,
+    python: str,
+    targets: list[str] | tuple[str, ...],
+    force: bool,
+    rerun: list[str] | tuple[str, ...],
+) -> Summary:
+    """The part of `build` that reads and writes the run dir, under its lock."""
     from aframe_dag.runner import lock_holder  # only builds need it
 
     holder = lock_holder(run_path) if run_path.is_dir() else None

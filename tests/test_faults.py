@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import yaml
@@ -307,7 +308,7 @@ def test_build_on_a_read_only_disk_fails_in_one_line_and_changes_nothing(
     assert snapshot(where) == before
     # nor can a new run dir be made there
     done = build_cli(config_file(tmp_path, "bigger", many_stages(4)), where / "new")
-    one_line_error(done, str(where), "Read-only file system")
+    one_line_error(done, str(where / "new"), "Read-only file system")
     assert snapshot(where) == before
 
 
@@ -324,3 +325,162 @@ def test_build_on_a_full_disk_fails_in_one_line_and_changes_nothing(
     done = build_cli(config_file(tmp_path, "bigger", many_stages(12)), where / "new")
     one_line_error(done, str(where), "No space left on device")
     assert snapshot(where) == before
+
+
+# --- two builds at once on one run dir -------------------------------------------------
+
+BUSY = "another aframe-dag build is writing it"
+
+
+def race_stages(tag: str, segments: Path) -> dict:
+    """Stages whose every .sub says `tag`; the fan-out reads `segments` as the build plans."""
+    return {
+        "fetch": {
+            "foreach": {"segments": {"file": str(segments), "max_duration": 100}},
+            "command": f"{PY} record {{{{ dirs.out }}}}/f-{{{{ item.index }}}}.json {tag}",
+        },
+        **{
+            f"stage{i}": {"command": f"{PY} record {{{{ dirs.out }}}}/{i}.json {tag}"}
+            for i in range(3)
+        },
+        "train": {"after": ["fetch"], "command": f"{PY} record {{{{ dirs.out }}}}/t.json {tag}"},
+    }
+
+
+def open_for(fifo: Path, reader: subprocess.Popen[str]) -> TextIO:
+    """`fifo` opened for writing once `reader` has opened it (a build planning waits there)."""
+    fds: list[int] = []
+
+    def opened() -> bool:
+        assert reader.poll() is None, reader.communicate()
+        try:
+            fds.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: nobody reads it yet
+            return False
+        return True
+
+    wait_for(opened, f"a build to read {fifo}")
+    return open(fds[0], "w", encoding="utf-8")
+
+
+def race(tmp_path: Path, run_dir: Path) -> tuple[str, str]:
+    """Two builds of configs tagged tag-x and tag-y at once; returns (winner, loser) tags.
+
+    The fan-out input both read is a FIFO, so a build that reads it stays inside its
+    build until the test writes the segments: the other build certainly runs meanwhile,
+    and must give up without waiting for it.
+    """
+    fifo = tmp_path / "segments.fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    builds = {
+        tag: subprocess.Popen(
+            [sys.executable, "-m", "aframe_dag", "build", str(config), "--run-dir", str(run_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag, config in (
+            (tag, config_file(tmp_path, tag, race_stages(tag, fifo))) for tag in ("tag-x", "tag-y")
+        )
+    }
+    try:
+        wait_for(lambda: any(b.poll() is not None for b in builds.values()), "a build to give up")
+        (loser,) = [tag for tag, b in builds.items() if b.poll() is not None]
+        (winner,) = set(builds) - {loser}
+        out, err = builds[loser].communicate()
+        one_line_error(subprocess.CompletedProcess([], builds[loser].returncode, out, err), BUSY)
+        with open_for(fifo, builds[winner]) as handle:
+            handle.write(SEGMENTS)
+        out, err = builds[winner].communicate(timeout=60)
+        assert builds[winner].returncode == 0, out + err
+    finally:
+        for b in builds.values():
+            if b.poll() is None:
+                b.kill()
+                b.wait()
+    return winner, loser
+
+
+def check_written_by(run_dir: Path, winner: str, losers: list[str]) -> None:
+    """Every DAG, submit file and config in the run dir is the winner's, whole."""
+    files = [*run_dir.glob("*.sub"), *run_dir.glob("*.dag"), run_dir / "config.yaml"]
+    assert len(files) == 7  # 5 stages, aframe.dag, config.yaml
+    for path in files:
+        text = path.read_text()
+        assert f"aframe-dag {winner}" in text or f"name: {winner}" in text, path
+        for loser in losers:
+            assert loser not in text, f"{path} holds {loser}'s text: mixed with the winner's"
+    assert [p.name for p in run_dir.parent.iterdir()] == ["run"]  # nothing beside it
+    assert not list(run_dir.rglob("*.tmp")), "a temporary file was left"
+
+
+def test_two_builds_racing_on_a_new_run_dir_one_wins_whole(tmp_path: Path) -> None:
+    for attempt in range(3):
+        run_dir = tmp_path / f"new-{attempt}" / "run"
+        run_dir.parent.mkdir()
+        winner, loser = race(tmp_path, run_dir)
+        check_written_by(run_dir, winner, [loser])
+
+
+def test_two_builds_racing_on_an_existing_run_dir_one_wins_whole(tmp_path: Path) -> None:
+    segments = tmp_path / "segments.txt"
+    segments.write_text(SEGMENTS)
+    run_dir = tmp_path / "existing" / "run"
+    run_dir.parent.mkdir()
+    done = build_cli(config_file(tmp_path, "tag-z", race_stages("tag-z", segments)), run_dir)
+    assert done.returncode == 0, done.stderr
+    for _ in range(3):
+        winner, loser = race(tmp_path, run_dir)
+        check_written_by(run_dir, winner, [loser, "tag-z"])
+
+
+def test_run_local_and_a_build_refuse_each_other(tmp_path: Path) -> None:
+    segments = tmp_path / "segments.txt"
+    segments.write_text(SEGMENTS)
+    run_dir = tmp_path / "run"
+    done = build_cli(config_file(tmp_path, "tag-z", race_stages("tag-z", segments)), run_dir)
+    assert done.returncode == 0, done.stderr
+    # a build that stays inside its lock until the test writes the segments it reads
+    fifo = tmp_path / "segments.fifo"
+    os.mkfifo(fifo)
+    config = config_file(tmp_path, "tag-x", race_stages("tag-x", fifo))
+    builder = subprocess.Popen(
+        [sys.executable, "-m", "aframe_dag", "build", str(config), "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with open_for(fifo, builder) as handle:  # the build is inside its lock now
+            refused = local(run_dir)
+            one_line_error(refused, str(run_dir), "an aframe-dag build is writing it")
+            handle.write(SEGMENTS)
+        out, err = builder.communicate(timeout=60)
+        assert builder.returncode == 0, out + err
+    finally:
+        if builder.poll() is None:
+            builder.kill()
+            builder.wait()
+    assert not (run_dir / "run-local.record").exists()  # the refused runner ran nothing
+    # and the other way round
+    stages = {
+        "slow": {
+            "command": f"{PY} produce {{{{ dirs.out }}}}/s.txt {{{{ dirs.out }}}}/s.log 30 output"
+        }
+    }
+    run_dir = build(tmp_path, stages, "slow")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "aframe_dag", "run-local", str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        output = run_dir / "out" / "s.txt"
+        wait_for(lambda: output.exists() and output.read_text(), "the node to start writing")
+        before = snapshot(run_dir)
+        refused = build_cli(tmp_path / "slow.yaml", run_dir)
+        one_line_error(refused, str(run_dir), f"run-local (pid {runner.pid}) is running on it")
+        assert snapshot(run_dir) == before
+    finally:
+        sigkill(runner, with_nodes=True)
