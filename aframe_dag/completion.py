@@ -109,7 +109,12 @@ class Outputs:
 
 
 def write_fingerprints(path: Path, stages: Iterable[Any], dag: str) -> None:
-    """Record each stage's fingerprint for the DAG file `dag`, and when it was written.
+    """Record each stage's fingerprint for the DAG file `dag`, and when it was written."""
+    write.write_file(path, fingerprints_text(stages, dag))
+
+
+def fingerprints_text(stages: Iterable[Any], dag: str) -> str:
+    """The fingerprints file for the DAG file `dag`, written now.
 
     A node's digest is its stage's base and its VARS, which the DAG file itself holds:
     `harvest` reads them back from there, so nothing is written per node.
@@ -121,7 +126,7 @@ def write_fingerprints(path: Path, stages: Iterable[Any], dag: str) -> None:
         "stages": {s.name: s.stage_fingerprint.base for s in stages},
         "bases": {s.stage_fingerprint.base: s.stage_fingerprint.parts for s in stages},
     }
-    write.write_file(path, json.dumps(data, separators=(",", ":")) + "\n")
+    return json.dumps(data, separators=(",", ":")) + "\n"
 
 
 def node_digests(dag: Path, stages: dict[str, str], wanted: set[str]) -> dict[str, str]:
@@ -170,7 +175,12 @@ def jobstate_events(path: Path, since: float) -> dict[str, str]:
 
 
 def local_events(path: Path, since: float) -> dict[str, str]:
-    """Each node's last event in run-local's record (`done|failed DAG:NODE TIME`) after `since`."""
+    """Each node's last event in run-local's record (`start|done|failed DAG:NODE TIME`).
+
+    A success counts from `since` on (before, it was an older build's node). A start that
+    nothing ended (a killed runner) or a failure counts however old: what the node left
+    behind is not whole.
+    """
     events: dict[str, str] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -178,8 +188,15 @@ def local_events(path: Path, since: float) -> dict[str, str]:
         return events
     for line in lines:
         words = line.split()
-        if len(words) == 3 and words[0] in ("done", "failed") and float(words[2]) >= since:
-            events[words[1].split(":", 1)[1]] = "success" if words[0] == "done" else "failure"
+        if len(words) != 3 or words[0] not in ("start", "done", "failed"):
+            continue
+        node = words[1].split(":", 1)[1]
+        if words[0] != "done":
+            events[node] = "failure"
+        elif float(words[2]) >= since:
+            events[node] = "success"
+        else:
+            events.pop(node, None)
     return events
 
 
@@ -206,10 +223,10 @@ def harvest(run_dir: Path) -> State:
     return state
 
 
-def save(run_dir: Path, state: State) -> None:
-    """Write the accumulated state (our own file under RUN/.aframe-dag/)."""
+def state_text(state: State) -> str:
+    """The accumulated state, as RUN/.aframe-dag/completed.json holds it."""
     data = {"nodes": state.nodes, "bases": state.bases}
-    write.write_file(run_dir / COMPLETED, json.dumps(data, separators=(",", ":")) + "\n")
+    return json.dumps(data, separators=(",", ":")) + "\n"
 
 
 # --- the verdict ----------------------------------------------------------------------

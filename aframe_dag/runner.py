@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aframe_dag import dagfile, graph, quoting, secrets
+from aframe_dag import dagfile, graph, quoting, secrets, write
 from aframe_dag.errors import AframeDagError, RunDirError
 
 # The variables condor_submit_dag lets into DAGMan's own environment (23.x), from which
@@ -425,6 +425,8 @@ class Runner:
             except (OSError, RunDirError) as exc:
                 self._fail(task, f"cannot transfer its inputs: {exc}")
                 return
+        # recorded first: if this runner dies, what the node left is known to be unfinished
+        self._record("start", task)
         if self._spawn(task, command):
             self.running[task.key] = task
 
@@ -621,6 +623,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             raise RunError(
                 f"{run_dir}: another run-local (pid {owner}) is running on this run dir"
             ) from None
+        # a build takes its lock, then looks for ours: one of the two is refused
+        if write.build_running(run_dir):
+            raise RunError(f"{run_dir}: an aframe-dag build is writing it; run when it is done")
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

@@ -13,11 +13,11 @@ Two kinds of run leave two kinds of record:
   "not_idle" is a running job; any other text is counted as "queued", neither running
   nor idle. The manual documents the codes and shows "idle"; "not_idle" is from the
   source, and was seen in HTCondor 23.9's files (tests/status_samples/pool_midrun).
-- run-local appends `done DAGFILE:NODE [TIME]` to RUN/run-local.record per success and
-  records nothing else; a live runner holds an flock on RUN/.run-local.lock. A node
-  that is not recorded but has a stderr file written since the build was started and
-  did not succeed (it failed, or the run was interrupted); while a runner lives, any
-  node not recorded may be running.
+- run-local appends `start|done|failed DAGFILE:NODE [TIME]` to RUN/run-local.record as
+  each node starts and ends (starts are read only by builds); a live runner holds an
+  flock on RUN/.run-local.lock. A node that is not recorded but has a stderr file written
+  since the build was started did not succeed (it failed, or the run was
+  interrupted); while a runner lives, any node not recorded may be running.
 
 Paths written into the DAG files are those of the run dir when it was built; a run dir
 seen under another path (a chroot, a copy) is read through its own path.

@@ -897,6 +897,19 @@ def build(
     python = sys.executable
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
     loaded = load_config(config_path, overrides)
+    with write.build_lock(run_path):  # from reading the run dir's records to the last write
+        return _build(loaded, run_path, python, targets, force, rerun)
+
+
+def _build(
+    loaded: LoadedConfig,
+    run_path: Path,
+    python: str,
+    targets: list[str] | tuple[str, ...],
+    force: bool,
+    rerun: list[str] | tuple[str, ...],
+) -> Summary:
+    """The part of `build` that reads and writes the run dir, under its lock."""
     from aframe_dag.runner import lock_holder  # only builds need it
 
     holder = lock_holder(run_path) if run_path.is_dir() else None
@@ -920,10 +933,12 @@ def build(
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
     secrets.check_files(files, os.environ)
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
-    moved = write.write_run_dir(run_path, files, dirs, force=force)
+    records = {  # written with the rest, all or none
+        completion.COMPLETED: completion.state_text(state),
+        "fingerprints.json": completion.fingerprints_text(plan.stages, "aframe.dag"),
+    }
+    moved = write.write_run_dir(run_path, {**files, **records}, dirs, force=force)
     write.make_dirs(data_dirs)
-    completion.save(run_path, state)
-    completion.write_fingerprints(run_path / "fingerprints.json", plan.stages, "aframe.dag")
     warnings = []
     if run_path.resolve().is_relative_to("/tmp"):
         # DAGMan's strict mode (the default) refuses a default node log under /tmp

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from aframe_dag.errors import RunDirError
@@ -16,23 +18,40 @@ DAGMAN_STATE = ("*.dag.lock", "*.rescue[0-9][0-9][0-9]")
 # What a run leaves behind (DAGMan's by-products of each .dag, our status and local
 # records): moved aside together by `build --force`, so no old record is read as new.
 RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", "run-local.record")
+# held by a build from reading the run dir to its last write (an flock: it dies with it)
+BUILD_LOCK = ".aframe-dag/build.lock"
+BUILDING = "another aframe-dag build is writing it"
 
 
 def write_file(path: Path, text: str) -> None:
     """Write `text` to `path` atomically: readers see the old or the new file, whole."""
+    _rename(_stage(path, text), path)
+
+
+def _stage(path: Path, text: str) -> Path:
+    """Write `text` to a new temporary file beside `path` (same filesystem); return it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # .NAME-XXXX.tmp: no pattern of RUN_RECORDS (`*.dag.*`) takes it for a record
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
             # mkstemp makes 0600 files; a run dir is read by colleagues and by the pool
             Path(tmp).chmod(0o666 & ~_umask())
-            Path(tmp).replace(path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
+        raise RunDirError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return Path(tmp)
+
+
+def _rename(tmp: Path, path: Path) -> None:
+    try:
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise RunDirError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
@@ -47,48 +66,90 @@ def dagman_state(run_dir: Path) -> list[Path]:
     return sorted(p for pattern in DAGMAN_STATE for p in run_dir.glob(pattern))
 
 
+@contextlib.contextmanager
+def build_lock(run_dir: Path) -> Iterator[None]:
+    """One build at a time on a run dir: another is refused at once, never mixed in.
+
+    A run dir that does not exist is made first, to hold the lock, and removed again if
+    the build fails.
+    """
+    try:
+        run_dir.mkdir(parents=True)
+        made = True
+    except FileExistsError:
+        made = False
+    except OSError as exc:
+        raise RunDirError(f"{run_dir}: cannot create directory: {exc.strerror}") from None
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: exists and is not a directory")
+    path = run_dir / BUILD_LOCK
+    _mkdir(path.parent)
+    try:
+        # read-only is enough for flock, and works on a read-only disk (the writes say why)
+        handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot write: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"{run_dir}: {BUILDING}; try again when it is done") from None
+        try:
+            yield
+        except BaseException:
+            if made:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    finally:
+        os.close(handle)
+
+
+def build_running(run_dir: Path) -> bool:
+    """Whether a build holds the run dir's lock now."""
+    try:
+        handle = os.open(run_dir / BUILD_LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)
+    return False
+
+
 def write_run_dir(
     run_dir: Path, files: Mapping[str, str], dirs: Iterable[str], force: bool = False
 ) -> list[str]:
-    """Write all files of a run dir; a new run dir appears whole or not at all.
+    """Write all files of a run dir (it exists: `build_lock` made it), all or none.
 
+    Every file is written beside its place first, and only once all are written are they
+    renamed into place: a full or read-only disk leaves the run dir as it was.
     Returns what `force` moved aside (relative paths), to say so.
     """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: exists and is not a directory")
-    if run_dir.is_dir():
-        moved: list[str] = []
-        found = dagman_state(run_dir)
-        if found and not force:
-            names = ", ".join(p.name for p in found[:3]) + (" ..." if len(found) > 3 else "")
-            raise RunDirError(
-                f"{run_dir}: holds DAGMan state ({names}); to resume, run "
-                f"condor_submit_dag {run_dir}/aframe.dag (it picks the rescue DAG up); "
-                "to start over, build with --force (moves DAGMan's files aside)"
-            )
-        if force:
-            moved = move_aside(run_dir)
+    found = dagman_state(run_dir)
+    if found and not force:
+        names = ", ".join(p.name for p in found[:3]) + (" ..." if len(found) > 3 else "")
+        raise RunDirError(
+            f"{run_dir}: holds DAGMan state ({names}); to resume, run "
+            f"condor_submit_dag {run_dir}/aframe.dag (it picks the rescue DAG up); "
+            "to start over, build with --force (moves DAGMan's files aside)"
+        )
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, text in files.items():
+            staged.append((_stage(run_dir / name, text), run_dir / name))
         for name in dirs:
             _mkdir(run_dir / name)
-        for name, text in files.items():
-            write_file(run_dir / name, text)
-        return moved
-    _mkdir(run_dir.parent)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
-    except OSError as exc:
-        raise RunDirError(f"{run_dir.parent}: cannot write: {exc.strerror}") from None
-    try:
-        for name in dirs:
-            _mkdir(staging / name)
-        for name, text in files.items():
-            write_file(staging / name, text)
-        staging.chmod(0o777 & ~_umask())
-        staging.rename(run_dir)
+        moved = move_aside(run_dir) if force else []
+        for tmp, path in staged:
+            _rename(tmp, path)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)  # those renamed are gone already
         raise
-    return []
+    return moved
 
 
 def move_aside(run_dir: Path) -> list[str]:

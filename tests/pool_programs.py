@@ -1,7 +1,9 @@
 """Small host programs for the pool tests: the shapes of Aframe stages, no Aframe inside.
 
-segments OUT            write a segwizard file with three segments
+segments OUT [LOG ARGS] write a segwizard file with two segments (and record ARGS to LOG)
 record OUT [ARGS...]    append argv and the GPU environment to OUT as one JSON line
+produce OUT LOG SECONDS TEXT
+                        write TEXT to OUT in two halves SECONDS apart, then record TEXT to LOG
 flaky MARKER OUT        fail the first time (leaving MARKER), succeed the next
 fail-unless FILE OUT    fail unless FILE exists, then record
 serve LOG PORT          an HTTP service (/ready, /value) until SIGTERM, noted in LOG
@@ -73,6 +75,18 @@ def main(argv: list[str]) -> int:
     if command == "segments":
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(SEGMENTS)
+        if rest:
+            record(rest[0], rest[1:])
+    elif command == "produce":
+        log, seconds, text = rest
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as handle:
+            # a half-written output for a while, as a real stage's big file would be
+            handle.write(text[: len(text) // 2])
+            handle.flush()
+            time.sleep(float(seconds))
+            handle.write(text[len(text) // 2 :] + "\n")
+        record(log, [text])
     elif command == "record":
         record(out, rest)
     elif command == "flaky":

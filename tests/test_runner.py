@@ -246,8 +246,13 @@ def test_resume_after_sigkill_skips_succeeded_nodes(tmp_path: Path) -> None:
     process.wait()
     # kill the orphaned child too, as a dying machine would
     subprocess.run(["pkill", "-f", f"{run_dir}/out/slow.json"], check=False)
-    (line,) = (run_dir / "run-local.record").read_text().splitlines()
-    assert line.split()[:2] == ["done", "aframe.dag:first"]  # then the time it ended
+    lines = (run_dir / "run-local.record").read_text().splitlines()
+    # then the time of each event
+    assert [line.split()[:2] for line in lines] == [
+        ["start", "aframe.dag:first"],
+        ["done", "aframe.dag:first"],
+        ["start", "aframe.dag:slow"],
+    ]
     # a second run takes over the dead runner's lock and resumes
     (run_dir / "slow.sub").write_text(
         (run_dir / "slow.sub").read_text().replace("slow.json 30", "slow.json 0.1")
@@ -259,7 +264,7 @@ def test_resume_after_sigkill_skips_succeeded_nodes(tmp_path: Path) -> None:
     assert "2 nodes succeeded, 0 failed, 1 already done" in done.stdout
 
 
-def test_sigterm_stops_children_and_records_nothing_for_them(tmp_path: Path) -> None:
+def test_sigterm_stops_children_and_records_no_end_for_them(tmp_path: Path) -> None:
     run_dir = build(
         tmp_path,
         {
@@ -280,7 +285,8 @@ def test_sigterm_stops_children_and_records_nothing_for_them(tmp_path: Path) -> 
     _, err = process.communicate(timeout=20)
     assert process.returncode == 1
     assert "interrupted; run again to resume" in err
-    assert not (run_dir / "run-local.record").exists()
+    (line,) = (run_dir / "run-local.record").read_text().splitlines()
+    assert line.split()[:2] == ["start", "aframe.dag:slow"]  # neither done nor failed
     running = subprocess.run(["pgrep", "-f", f"{run_dir}/out/slow.json"], capture_output=True)
     assert running.returncode == 1, "the child was left running"
 
