@@ -125,6 +125,8 @@ def fingerprints_text(stages: Iterable[Any], dag: str) -> str:
         "dag": dag,
         "stages": {s.name: s.stage_fingerprint.base for s in stages},
         "bases": {s.stage_fingerprint.base: s.stage_fingerprint.parts for s in stages},
+        # stages whose items run several to a job: their tasks record their own events
+        "tasks": [s.name for s in stages if getattr(s, "clustered", False)],
     }
     return json.dumps(data, separators=(",", ":")) + "\n"
 
@@ -174,6 +176,20 @@ def jobstate_events(path: Path, since: float) -> dict[str, str]:
     return events
 
 
+def task_digests(tasks_file: Path, base: str, wanted: set[str]) -> dict[str, str]:
+    """`BASE/FIELDS` of the `wanted` tasks of a clustered stage, from RUN/STAGE.tasks."""
+    digests: dict[str, str] = {}
+    try:
+        lines = tasks_file.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return digests
+    for line in lines:
+        node, _, pairs = line.partition(" ")
+        if node in wanted:
+            digests[node] = f"{base}/{pairs}"
+    return digests
+
+
 def local_events(path: Path, since: float) -> dict[str, str]:
     """Each node's last event in run-local's record (`start|done|failed DAG:NODE TIME`).
 
@@ -190,7 +206,7 @@ def local_events(path: Path, since: float) -> dict[str, str]:
         words = line.split()
         if len(words) != 3 or words[0] not in ("start", "done", "failed"):
             continue
-        node = words[1].split(":", 1)[1]
+        node = words[1].split(":", 1)[-1]  # run-local's DAG:NODE, or a task's name
         if words[0] != "done":
             events[node] = "failure"
         elif float(words[2]) >= since:
@@ -216,11 +232,25 @@ def harvest(run_dir: Path) -> State:
         if not events:
             continue
         digests = node_digests(dag, data.get("stages", {}), set(events))
-        for node, event in events.items():
-            if node in digests:
-                # a failed or removed node is never complete, whatever outputs it left
-                state.nodes[node] = digests[node] if event == "success" else FAILED
+        _settle_events(state, events, digests)
+    for fingerprints in sorted(run_dir.glob("*fingerprints.json")):
+        data = _read_json(fingerprints)
+        if not isinstance(data, dict):
+            continue
+        since = float(data.get("written", 0))
+        for stage in data.get("tasks", []):
+            events = local_events(run_dir / f"{stage}.tasks.record", since)
+            base = data.get("stages", {}).get(stage, "")
+            digests = task_digests(run_dir / f"{stage}.tasks", base, set(events))
+            _settle_events(state, events, digests)
     return state
+
+
+def _settle_events(state: State, events: dict[str, str], digests: dict[str, str]) -> None:
+    for node, event in events.items():
+        if node in digests:
+            # a failed or removed node is never complete, whatever outputs it left
+            state.nodes[node] = digests[node] if event == "success" else FAILED
 
 
 def state_text(state: State) -> str:

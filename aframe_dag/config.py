@@ -130,6 +130,8 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     retry: int = rule(0, ge=0, le=100)
     max_jobs: int | None = rule(None, ge=1)
+    # k consecutive items of a fan-out run in one job, one after another
+    tasks_per_job: int = rule(1, ge=1, le=100_000)
     environment: dict[str, str] = rule({})
     getenv: list[str] = rule([], check=_variable_names)
     # host files or dirs to bind read-only at the same path (apptainer); one that does

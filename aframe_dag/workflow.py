@@ -74,16 +74,41 @@ class StagePlan:
         return self.runtime or self.stage.service is not None
 
     def dag_names(self) -> list[str]:
-        """Its nodes' names in aframe.dag: a sub-DAG stage is one node there."""
-        return [self.name] if self.subdag else self.node_names()
+        """Its nodes' names in aframe.dag: a sub-DAG stage is one node there, a clustered
+        stage's jobs are its nodes."""
+        if self.subdag:
+            return [self.name]
+        return [c for c, _ in self.clusters()] if self.clustered else self.node_names()
+
+    def tasks_text(self) -> str:
+        """RUN/STAGE.tasks of a clustered stage: a line per item, `NODE field="value" ...`."""
+        pairs = zip(self.node_names(), self.vars_texts(), strict=True)
+        return "".join(f"{node} {text}\n" for node, text in pairs)
+
+    @property
+    def clustered(self) -> bool:
+        """Its items run `tasks_per_job` to a job (RUN/STAGE.tasks lists them)."""
+        return self.spec is not None and self.stage.tasks_per_job > 1
+
+    def clusters(self) -> list[tuple[str, list[str]]]:
+        """The jobs of a clustered stage: (STAGE-FIRST-LAST, its items' node names)."""
+        names, k = self.node_names(), self.stage.tasks_per_job
+        groups = [names[i : i + k] for i in range(0, len(names), k)]
+        return [(f"{g[0]}-{g[-1].rpartition('-')[2]}", g) for g in groups]
 
     def vars_texts(self) -> list[str]:
         """Each node's VARS pairs as the DAG file writes them (computed once); also the
-        node's part of its fingerprint."""
+        node's part of its fingerprint. A clustered stage's items keep their raw values
+        (its tasks file is read by the tasks wrapper, not by condor_submit)."""
         if self.spec is None or self.runtime:
             return [""]
         if len(self._vars) != len(self.items):
-            items = _escaped(self.items, self.fields, f"stage {self.name} item")
+            where = f"stage {self.name} item"
+            items = (
+                _raw(self.items, self.fields, where)
+                if self.clustered
+                else _escaped(self.items, self.fields, where)
+            )
             columns = [[f'{k}="{item[k]}"' for item in items] for k in self.fields]
             self._vars = (
                 [" ".join(row) for row in zip(*columns, strict=True)]
@@ -549,6 +574,8 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
     wandb = config.wandb
     if wandb.enabled and name in wandb.stages:
         command += [[word] for word in wandb_arguments(wandb, context, name)]
+    if plan.clustered and name == plan.name:
+        command = _tasks_command(command, plan, run_dir, mode, entry)
     environment = {
         key: render.render_value(value, context, f"stages.{plan.name}.environment.{key}")
         for key, value in {**condor.environment, **stage.environment}.items()
@@ -622,6 +649,32 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         accounting_group_user=condor.accounting_group_user,
         use_oauth_services=condor.use_oauth_services,
     )
+
+
+def _tasks_command(
+    command: list[list[quoting.Part]],
+    plan: StagePlan,
+    run_dir: Path,
+    mode: str,
+    entry: Any,
+) -> list[list[quoting.Part]]:
+    """A clustered stage's command: the tasks wrapper, then the command with each item
+    field as `{field}`, which the wrapper fills from RUN/STAGE.tasks for each task."""
+    first = command[0][0] if command and command[0] else ""
+    if isinstance(first, str) and re.fullmatch(r"python[0-9.]*", Path(first).name):
+        python = first  # the interpreter the stage already runs: in its image, or here
+    else:
+        python = sys.executable if mode == "none" else "python3"
+    words = [[p if isinstance(p, str) else f"{{{p.name}}}" for p in token] for token in command]
+    wrapper: list[list[quoting.Part]] = [
+        [python],
+        [entry("tasks")],
+        [f"--tasks-file={run_dir}/{plan.name}.tasks"],
+        [f"--record={run_dir}/{plan.name}.tasks.record"],
+        ["--run=", quoting.Macro("tasks")],
+        ["--"],
+    ]
+    return wrapper + words
 
 
 # W&B: the job needs the key (by name) and honours WANDB_MODE=offline and a local server
@@ -736,6 +789,12 @@ def _nodes_note(plan: StagePlan) -> str:
             f"Fan-out ({generator}) decided at run time from {plan.waits_for}; "
             f"nodes set {', '.join(plan.fields) or 'nothing'} through VARS."
         )
+    if plan.clustered:
+        jobs, k = len(plan.clusters()), plan.stage.tasks_per_job
+        return (
+            f"{len(plan.items)} tasks ({generator} fan-out) in {jobs} jobs of up to {k}; "
+            f"{plan.name}.tasks gives each task's {', '.join(plan.fields) or 'nothing'}."
+        )
     return (
         f"{len(plan.items)} nodes ({generator} fan-out); "
         f"each sets {', '.join(plan.fields) or 'nothing'} through VARS."
@@ -790,8 +849,18 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
     # one pass per kind of line: list comprehensions of f-strings are the fastest way
     # Python has to make 10^5 of them
     done = {n for n, v in plan.verdicts.items() if v.complete}
-    blocks = [f"JOB {node} {submit}{' DONE' if node in done else ''}\n" for node in names]
-    if pairs:
+    if plan.clustered:  # a job per cluster, running the tasks not yet complete
+        clusters = plan.clusters()
+        names = [cluster for cluster, _ in clusters]
+        done_jobs = {c for c, items in clusters if all(i in done for i in items)}
+        todo = [" ".join(i for i in items if i not in done) or items[0] for _, items in clusters]
+        blocks = [
+            f'JOB {c} {submit}{" DONE" if c in done_jobs else ""}\nVARS {c} tasks="{t}"\n'
+            for c, t in zip(names, todo, strict=True)
+        ]
+    else:
+        blocks = [f"JOB {node} {submit}{' DONE' if node in done else ''}\n" for node in names]
+    if pairs and not plan.clustered:
         blocks = [f"{b}VARS {n} {p}\n" for b, n, p in zip(blocks, names, pairs, strict=True)]
     if retry:
         blocks = [f"{b}RETRY {n} {retry}\n" for b, n in zip(blocks, names, strict=True)]
@@ -812,6 +881,17 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
 def python_for_scripts() -> str:
     """The Python that runs DAGMan's PRE scripts on the access point: the build's own."""
     return sys.executable
+
+
+def _raw(items: list[fanout.Item], fields: list[str], where: str) -> list[fanout.Item]:
+    """Items with values escaped for a double-quoted VARS-like value only (a tasks file)."""
+    for item in items:
+        for key in fields:
+            quoting.check_value(item[key], f"{where} {key}")
+    special = [k for k in fields if any(c in i[k] for i in items for c in '"\\')]
+    if not special:
+        return items
+    return [{**i, **{k: quoting.dag_escape(i[k]) for k in special}} for i in items]
 
 
 def _escaped(items: list[fanout.Item], fields: list[str], where: str) -> list[fanout.Item]:
@@ -924,6 +1004,8 @@ def _build(
     dirs = [f"logs/{s.name}" for s in plan.stages]
     for stage in plan.stages:
         files[f"{stage.name}.sub"] = stage.submit_text
+        if stage.clustered and not stage.runtime:
+            files[f"{stage.name}.tasks"] = stage.tasks_text()
         if stage.stage.service is not None:
             name = service_name(stage.name)
             files[f"{name}.sub"] = service_submit_text(plan.config, run_path, stage)
@@ -998,6 +1080,8 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     if plan.stage.service is not None:  # a new service publishes its own address
         for stale in (f"{stage}.address", f"{stage}.address.failed"):
             (run_path / stale).unlink(missing_ok=True)
+    if plan.clustered:  # before the DAG that runs them
+        write.write_file(run_path / f"{stage}.tasks", plan.tasks_text())
     write.write_file(path, text)
     completion.write_fingerprints(run_path / f"{stage}.fingerprints.json", [plan], path.name)
     return path, len(plan.items)

@@ -17,7 +17,7 @@ from aframe_dag.errors import RunDirError
 DAGMAN_STATE = ("*.dag.lock", "*.rescue[0-9][0-9][0-9]")
 # What a run leaves behind (DAGMan's by-products of each .dag, our status and local
 # records): moved aside together by `build --force`, so no old record is read as new.
-RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", "run-local.record")
+RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", "run-local.record", "*.tasks.record")
 # held by a build from reading the run dir to its last write (an flock: it dies with it)
 BUILD_LOCK = ".aframe-dag/build.lock"
 BUILDING = "another aframe-dag build is writing it"

@@ -492,3 +492,43 @@ def test_a_service_node_serves_the_stage_and_a_remote_stage_transfers(run_root: 
     # DAGMan removed the service when the clients were done: it stopped cleanly
     assert "stopped by signal 15" in (run_dir / "out/server.log").read_text()
     assert not (run_dir / "infer.address").exists()
+
+
+CLUSTERED = {
+    "query": {
+        "command": f"{PY} segments {{{{ dirs.out }}}}/segments.txt",
+        "outputs": ["{{ dirs.out }}/segments.txt"],
+    },
+    "fetch": {
+        "after": ["query"],
+        "foreach": {"segments": {"file": "{{ dirs.out }}/segments.txt", "max_duration": 100}},
+        "tasks_per_job": 3,
+        "command": f"{PY} record {{{{ dirs.out }}}}/fetch-{{{{ item.index }}}}.json "
+        "--start={{ item.start }}",
+        "outputs": ["{{ dirs.out }}/fetch-{{ item.index }}.json"],
+    },
+    "gen": {
+        "foreach": {"count": {"num_jobs": 5}},
+        "tasks_per_job": 2,
+        "command": f"{PY} record {{{{ dirs.out }}}}/gen-{{{{ item.index }}}}.json",
+        "outputs": ["{{ dirs.out }}/gen-{{ item.index }}.json"],
+    },
+}
+
+
+def test_clustered_stages_run_their_tasks_under_dagman(run_root: Path) -> None:
+    run_dir = run_root / "run"
+    config = pipeline(run_root / "clustered.yaml", CLUSTERED)
+    build(config, run_dir)
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    # 4 fetch tasks in 2 jobs, 5 gen tasks in 3 jobs: each task ran once
+    for name in [*(f"fetch-{i}" for i in range(1, 5)), *(f"gen-{i}" for i in range(5))]:
+        assert len(records(run_dir / f"out/{name}.json")) == 1, name
+    jobs = re.findall(r"^\d+ (\S+) JOB_SUCCESS", (run_dir / "fetch.jobstate.log").read_text(), re.M)
+    assert sorted(jobs) == ["fetch-1-3", "fetch-4-4"]
+    # the tasks' own records make an unchanged rebuild all DONE
+    build(config, run_dir)
+    lines = (run_dir / "aframe.dag").read_text().splitlines()
+    jobs = [line for line in lines if line.startswith("JOB ")]
+    assert jobs and all(line.endswith(" DONE") for line in jobs), jobs
