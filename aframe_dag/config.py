@@ -96,6 +96,10 @@ class Resources:
     gpus: int = rule(0, ge=0, le=64)
     # LIGO pattern: start at `memory`, retry held jobs at 3x their usage up to this
     max_memory: str | int | None = rule(None, check=_quantity)
+    # memory each GPU must have (gpus_minimum_memory)
+    gpu_memory: str | int | None = rule(None, check=_quantity)
+    # a job that runs out of GPU memory is retried on a GPU with twice as much, up to this
+    max_gpu_memory: str | int | None = rule(None, check=_quantity)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -148,7 +148,8 @@ SUPPORTED = {
     "should_transfer_files", "when_to_transfer_output", "transfer_input_files",
     "transfer_output_files", "preserve_relative_paths", "output_destination",
     "aws_access_key_id_file", "aws_secret_access_key_file", "gpus_minimum_memory",
-    "gpus_minimum_capability",
+    "gpus_minimum_capability", "require_gpus", "on_exit_hold", "on_exit_hold_subcode",
+    "on_exit_hold_reason",
 }  # fmt: skip
 
 

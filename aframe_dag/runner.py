@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import fnmatch
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -73,6 +74,8 @@ class Command:
     stderr: Path
     gpus: int
     transfer: Transfer | None = None
+    hold_exit: int | None = None  # the exit code HTCondor holds the job on (on_exit_hold)
+    hold_reason: str = ""
 
 
 @dataclass
@@ -186,7 +189,19 @@ def job_command(
         stderr=initialdir / value("error", "/dev/null"),
         gpus=int(value("request_gpus", "0") or 0),
         transfer=transfer,
+        hold_exit=_hold_exit(value("on_exit_hold"), where),
+        hold_reason=value("on_exit_hold_reason").strip('"'),
     )
+
+
+def _hold_exit(expression: str, where: str) -> int | None:
+    """N of `on_exit_hold = ExitCode =?= N`, the one form run-local understands."""
+    if not expression:
+        return None
+    match = re.fullmatch(r"ExitCode\s*=\?=\s*(\d+)", expression.strip())
+    if match is None:
+        raise RunDirError(f"{where}: run-local reads on_exit_hold = ExitCode =?= N only")
+    return int(match.group(1))
 
 
 def _transfer(value: Callable[..., str], initialdir: Path, scratch: Path, where: str) -> Transfer:
@@ -468,12 +483,22 @@ class Runner:
             changed = True
             del self.running[task.key]
             task.process = None
+            used = ",".join(task.gpus)
             self._release(task)
-            transfer = self._command(task).transfer
-            if transfer is not None:  # HTCondor brings outputs back ON_EXIT, either way
-                transfer.bring_back()
+            command = self._command(task)
+            if command.transfer is not None:  # HTCondor brings outputs back ON_EXIT, either way
+                command.transfer.bring_back()
             if code == 0:
                 self._succeed(task)
+            elif code == command.hold_exit:
+                # HTCondor would hold it and release it to a bigger GPU; here the GPUs
+                # are what they are: say so rather than retry on the same one
+                self._fail(
+                    task,
+                    f"{command.hold_reason or f'exit {code}'} (GPU {used}); HTCondor "
+                    f"would retry it on a GPU with more memory, run-local cannot: "
+                    f"see {command.stderr}",
+                )
             elif task.attempts <= task.node.retry:
                 self._say(f"retry {task.key} (exit {code}, attempt {task.attempts})")
                 task.state = "waiting"

@@ -576,6 +576,10 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         command += [[word] for word in wandb_arguments(wandb, context, name)]
     if plan.clustered and name == plan.name:
         command = _tasks_command(command, plan, run_dir, mode, entry)
+    escalation = gpu_escalation(stage, where)
+    if escalation:
+        python = _python(command, mode)
+        command = [[python], [entry("oom")], ["--"], *command]
     environment = {
         key: render.render_value(value, context, f"stages.{plan.name}.environment.{key}")
         for key, value in {**condor.environment, **stage.environment}.items()
@@ -645,6 +649,11 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         max_memory_mb=megabytes(memory.max_memory) if memory.max_memory else 0,
         remove_held_after=condor.remove_held_after,
         periodic_remove=_periodic_remove(condor.remove_held_after, memory.max_memory),
+        periodic_release=_periodic_release(memory.max_memory, escalation),
+        gpu_escalation=escalation,
+        gpus_minimum_memory=megabytes(str(memory.gpu_memory))
+        if memory.gpu_memory
+        else (config.remote.gpus_minimum_memory if transfer else None),
         accounting_group=condor.accounting_group,
         accounting_group_user=condor.accounting_group_user,
         use_oauth_services=condor.use_oauth_services,
@@ -660,11 +669,7 @@ def _tasks_command(
 ) -> list[list[quoting.Part]]:
     """A clustered stage's command: the tasks wrapper, then the command with each item
     field as `{field}`, which the wrapper fills from RUN/STAGE.tasks for each task."""
-    first = command[0][0] if command and command[0] else ""
-    if isinstance(first, str) and re.fullmatch(r"python[0-9.]*", Path(first).name):
-        python = first  # the interpreter the stage already runs: in its image, or here
-    else:
-        python = sys.executable if mode == "none" else "python3"
+    python = _python(command, mode)
     words = [[p if isinstance(p, str) else f"{{{p.name}}}" for p in token] for token in command]
     wrapper: list[list[quoting.Part]] = [
         [python],
@@ -675,6 +680,38 @@ def _tasks_command(
         ["--"],
     ]
     return wrapper + words
+
+
+def _python(command: list[list[quoting.Part]], mode: str) -> str:
+    """The Python to run a wrapper with: the command's own (in its image, or here), else
+    the image's python3, or this one for host commands."""
+    first = command[0][0] if command and command[0] else ""
+    if isinstance(first, str) and re.fullmatch(r"python[0-9.]*", Path(first).name):
+        return first
+    return sys.executable if mode == "none" else "python3"
+
+
+@dataclass(frozen=True)
+class Escalation:
+    base: int  # MB of GPU memory asked for first
+    cap: int  # MB never asked beyond
+    steps: int  # doublings from base to cap: the releases after running out of memory
+
+
+def gpu_escalation(stage: Stage, where: str) -> Escalation | None:
+    """The GPU-memory retries of a GPU stage with `max_gpu_memory`, else None."""
+    res = stage.resources
+    if not (res.gpus and res.max_gpu_memory):
+        return None
+    if not res.gpu_memory:
+        raise ConfigError(f"{where}: resources.max_gpu_memory needs resources.gpu_memory to start")
+    base, cap = megabytes(str(res.gpu_memory)), megabytes(str(res.max_gpu_memory))
+    if cap < base:
+        raise ConfigError(f"{where}: resources.max_gpu_memory is below resources.gpu_memory")
+    steps = 0
+    while base * 2 ** (steps + 1) <= cap:
+        steps += 1
+    return Escalation(base, cap, steps)
 
 
 # W&B: the job needs the key (by name) and honours WANDB_MODE=offline and a local server
@@ -777,6 +814,18 @@ def _periodic_remove(held_for: int, max_memory: str | None) -> list[str]:
         clauses.append(f"(JobStatus == 5 && time() - EnteredCurrentStatus > {held_for})")
     if max_memory:
         clauses.append(f"(JobStatus == 2 && MemoryUsage >= {megabytes(max_memory)})")
+    return clauses
+
+
+def _periodic_release(max_memory: str | None, gpu: Escalation | None) -> list[str]:
+    """ClassAd clauses that release a held job to try again with more memory."""
+    clauses = []
+    if max_memory:  # held for exceeding its memory (26, 34): the LIGO pattern
+        clauses.append("((HoldReasonCode =?= 26 || HoldReasonCode =?= 34) && JobStatus == 5)")
+    if gpu:  # held by on_exit_hold for running out of GPU memory, while a bigger GPU is allowed
+        clauses.append(
+            f"(HoldReasonCode =?= 3 && HoldReasonSubCode =?= 86 && NumJobStarts <= {gpu.steps})"
+        )
     return clauses
 
 

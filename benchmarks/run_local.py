@@ -14,7 +14,7 @@ Before each run its run-local.record is deleted, so every node runs again. Every
 checked (the "N nodes succeeded, 0 failed" line, N done records) before its time counts.
 Runs are interleaved; each figure is the best wall time of 3, with run-local's peak RSS.
 
-    python benchmarks/run_local.py               # about 90 s
+    python benchmarks/run_local.py               # about 100 s
     python benchmarks/run_local.py --nodes 50    # quicker
 """
 
@@ -91,7 +91,7 @@ def commands(aframe: str, run_dir: Path) -> list[dict]:
     blocks: list[list[str]] = []
     for line in done.stdout.splitlines():
         if line.startswith("# "):
-            blocks.append([line.split(" in ", 1)[1].rsplit(",", 1)[0]])
+            blocks.append([line.split(": in ", 1)[1].rsplit(",", 1)[0]])  # the cwd
         elif blocks:
             blocks[-1].append(line.strip())
     return [
@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=50, help="stages in the chain")
     parser.add_argument("--sleepers", type=int, default=40, help="nodes of the --jobs runs")
     args = parser.parse_args()
+    if min(args.nodes, args.chain, args.sleepers) < 2:
+        parser.error("--nodes, --chain and --sleepers must be at least 2")
     exe = Path(sys.executable).with_name("aframe-dag")  # the console script, not a pyenv shim
     aframe = str(exe) if exe.exists() else shutil.which("aframe-dag") or "aframe-dag"
     WORK.mkdir(parents=True, exist_ok=True)
@@ -201,7 +203,7 @@ def main() -> None:
                 if jobs:
                     events[label] = records(run_dir)
 
-    print("\noverhead: run-local --jobs 1 against the same commands run one by one (best of 3)")
+    print(f"\noverhead: run-local --jobs 1 against the same commands one by one, best of {REPEATS}")
     head = ["DAG", "nodes", "run-local s (MB)", "baseline s", "run-local ms/node",
             "baseline ms/node", "overhead ms/node"]  # fmt: skip
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -212,7 +214,7 @@ def main() -> None:
                  f"{local / count * 1000:.1f}", f"{base / count * 1000:.1f}",
                  f"{(local - base) / count * 1000:.1f}"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
-    one = best["one run-local"][0] - best["one baseline"][0]  # start-up, imports, the build
+    one = best["one run-local"][0] - best["one baseline"][0]  # start-up, reading the DAG, one node
     print(f"\none-node DAG, run-local above the baseline: {one:.3f} s (start-up, and one node)")
     for name in ("flat", "chain"):
         count = dags[name][1]
@@ -223,7 +225,7 @@ def main() -> None:
             f"record: start to done {ran:.1f} ms, done to next start {between:.1f} ms (medians)"
         )
 
-    print(f"\n--jobs: {m} nodes of `sleep {SLEEP}` (best of 3; ideal = {m}*{SLEEP}/jobs)")
+    print(f"\n--jobs: {m} nodes of `sleep {SLEEP}` (best of {REPEATS}; ideal = {m}*{SLEEP}/jobs)")
     head = ["--jobs", "run-local s (MB)", "ideal s", "speed-up", "ideal speed-up",
             "peak running", "above ideal s"]  # fmt: skip
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))

@@ -240,6 +240,7 @@ def test_entry_scripts_are_copied_into_the_run_dir(
         "merge_testing_waveforms.py",
         "merge_training_waveforms.py",
         "merge_validation_waveforms.py",
+        "oom.py",
         "service.py",
     ]
     arguments = htcondor2.Submit((run_dir / "aggregate_infer.sub").read_text())["arguments"]

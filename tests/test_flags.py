@@ -171,7 +171,8 @@ def test_train_remote_transfers_inputs_and_outputs_and_constrains_the_gpu(
         str(image_dir / "train.sif").lstrip("/"),
     ]
     assert sub["transfer_output_files"] == f"{rel}/training"
-    assert sub["gpus_minimum_memory"] == "16000"
+    # the train stage's GPU memory: 16 GB, doubled after running out, up to 80 GB
+    assert sub["require_gpus"] == "GlobalMemoryMb >= min({81920, 16384 * pow(2, NumJobStarts)})"
     assert sub["log"] == f"{run_dir}/logs/train.log"
     args = sub.expand("arguments")
     assert f" {str(image_dir / 'train.sif').lstrip('/')} " in args  # the image comes along

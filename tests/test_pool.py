@@ -195,7 +195,7 @@ def test_remote_training_submit_file_passes_condor_submit_dry_run(
     ad = done.stdout
     assert 'ShouldTransferFiles="YES"' in ad and "PreserveRelativePaths=true" in ad
     assert f'TransferOutput="{str(run_dir).lstrip("/")}/training"' in ad
-    assert "GPUsMinMemory=16000" in ad and "RequireGPUs=GlobalMemoryMb >= GPUsMinMemory" in ad
+    assert "RequireGPUs=GlobalMemoryMb >= min({ 81920,16384 * pow(2,NumJobStarts) })" in ad
     assert "--trainer.logger+=WandbLogger" in ad
 
 
@@ -532,3 +532,30 @@ def test_clustered_stages_run_their_tasks_under_dagman(run_root: Path) -> None:
     lines = (run_dir / "aframe.dag").read_text().splitlines()
     jobs = [line for line in lines if line.startswith("JOB ")]
     assert jobs and all(line.endswith(" DONE") for line in jobs), jobs
+
+
+def test_a_gpu_job_out_of_gpu_memory_is_held_and_released_to_a_bigger_gpu(
+    run_root: Path,
+) -> None:
+    # the simulated GPUs have 1024 MB: ask for 512 first, 1024 after running out
+    marker = "{{ dirs.out }}/ran-once"
+    program = (
+        "import sys,os,pathlib;m=pathlib.Path(sys.argv[1]);first=not m.exists();"
+        "m.parent.mkdir(parents=True,exist_ok=True);m.touch();"
+        "print('RuntimeError: CUDA out of memory.',file=sys.stderr) if first else None;"
+        "sys.exit(1 if first else 0)"
+    )
+    stages = {
+        "train": {
+            "command": [sys.executable, "-c", program, marker],
+            "resources": {"gpus": 1, "gpu_memory": "512MB", "max_gpu_memory": "1GB"},
+        }
+    }
+    run_dir = run_root / "run"
+    build(pipeline(run_root / "gpu.yaml", stages), run_dir)
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    log = (run_dir / "logs/train.log").read_text()
+    assert "Job was held" in log and "out of GPU memory" in log
+    assert "Job was released" in log and "NumJobStarts <= 1" in log
+    assert log.count("Job executing") == 2  # the OOM, then the run on the bigger GPU
