@@ -17,6 +17,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -251,6 +252,7 @@ class Runner:
         self.submits: dict[Path, dagfile.Submit] = {}
         self.outcome = Outcome([], [], 0)
         self.stop = False
+        self.wake = threading.Event()  # set when a process ends: the loop has work
 
     # --- the graph ----------------------------------------------------------------
 
@@ -334,7 +336,10 @@ class Runner:
             if not changed and not self.running and not deferred:
                 break
             if not changed:
-                time.sleep(0.02)
+                # until a process ends (each has a thread waiting on it), a deferred PRE
+                # script is due, or a signal asks to stop
+                self.wake.wait(self._next_due())
+                self.wake.clear()
         if self.stop:
             self._kill_all()
             self.outcome.interrupted = True
@@ -344,6 +349,12 @@ class Runner:
             if task.state == "blocked":
                 self.outcome.failed.append((task.key, "not run: a node it needs failed"))
         return self.outcome
+
+    def _next_due(self) -> float:
+        """Seconds until a deferred PRE script is due again (at most half a second)."""
+        now = time.monotonic()
+        due = [self.tasks[k].deferred_until - now for k in self.ready]
+        return max(0.0, min([0.5, *(d for d in due if d > 0)]))
 
     def _start_ready(self) -> bool:
         """Start what can start; True if any node changed state (so the loop goes on)."""
@@ -462,6 +473,8 @@ class Runner:
                 self._release(task)
                 self._fail(task, f"cannot start {command.argv[0]}: {exc.strerror}")
                 return False
+        process = task.process
+        threading.Thread(target=lambda: (process.wait(), self.wake.set()), daemon=True).start()
         task.state = "running"
         gpus = f" on GPU {','.join(task.gpus)}" if task.gpus else ""
         self._say(f"start {task.key}{gpus}")
@@ -676,6 +689,7 @@ def run_local(
 
         def interrupt(signum: int, _frame: object) -> None:
             runner.stop = True
+            runner.wake.set()
 
         previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
