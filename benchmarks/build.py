@@ -231,6 +231,9 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     why_not = compare_venv()
     python = str(VENV_PY) if why_not is None else sys.executable
+    # every writer runs from bytecode, as pip leaves installed packages: the editable
+    # checkout has none when PYTHONDONTWRITEBYTECODE is set
+    subprocess.run([python, "-m", "compileall", "-q", str(HERE.parent / "aframe_dag")], check=True)
     exe = Path(python).with_name("aframe-dag")  # the console script, not a pyenv shim
     aframe = str(exe) if exe.exists() else shutil.which("aframe-dag") or "aframe-dag"
     for generated in (WORK, VENV):  # keep outputs and the venv out of `git status`
