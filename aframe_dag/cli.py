@@ -197,21 +197,26 @@ def build(
     elapsed = time.perf_counter() - started
     click.echo(f"Built {summary.pipeline} in {summary.run_dir} ({elapsed:.2f} s)")
     width = max(len(s.name) for s in summary.stages)
-    total_nodes = 0
+    total_nodes = total_jobs = 0
     for stage in summary.stages:
         if stage.runtime:
             nodes = f"decided at run time from {stage.waits_for}"
         else:
             count = len(stage.items) if stage.spec else 1
-            total_nodes += count
-            nodes = f"{count} node{'s' if count != 1 else ''}" + _completion(stage.verdicts)
+            jobs = len(stage.dag_names()) if not stage.subdag else count
+            total_nodes, total_jobs = total_nodes + count, total_jobs + jobs
+            nodes = f"{count} node{'s' if count != 1 else ''}"
+            if stage.clustered:
+                nodes = f"{count} tasks in {jobs} job{'s' if jobs != 1 else ''}"
+            nodes += _completion(stage.verdicts)
         gpus = stage.stage.resources.gpus
         gpu_note = f", {gpus} GPU{'s' if gpus != 1 else ''} each" if gpus else ""
         click.echo(f"  {stage.name:<{width}}  {nodes}{gpu_note}")
     subs = sum(1 for f in summary.files if f.endswith(".sub"))
+    clustered = f" ({total_jobs} jobs)" if total_jobs != total_nodes else ""
     click.echo(
-        f"{len(summary.stages)} stages, {total_nodes} nodes known now; wrote aframe.dag, "
-        f"config.yaml and {subs} .sub files"
+        f"{len(summary.stages)} stages, {total_nodes} nodes known now{clustered}; wrote "
+        f"aframe.dag, config.yaml and {subs} .sub files"
     )
     if summary.moved:
         click.echo(f"Moved the last run's records aside: {', '.join(summary.moved)}")
