@@ -12,7 +12,7 @@ import click
 
 from aframe_dag import workflow as core
 from aframe_dag.config import dump_config, load_config
-from aframe_dag.errors import AframeDagError
+from aframe_dag.errors import AframeDagError, one_line
 
 
 class Group(click.Group):
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.UsageError as exc:
         # one line, like every other error; --help has the usage
         command = exc.ctx.command_path if exc.ctx else "aframe-dag"
-        click.echo(f"Error: {exc.format_message()} (see {command} --help)", err=True)
+        click.echo(f"Error: {one_line(exc.format_message())} (see {command} --help)", err=True)
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
