@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from aframe_dag import schema
+from aframe_dag import graph, schema
 from aframe_dag.errors import ConfigError
 from aframe_dag.schema import rule
 
@@ -57,11 +57,16 @@ def _generator(foreach: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_names(stages: dict[str, Any]) -> dict[str, Any]:
+    if not stages:
+        raise ValueError("the pipeline has no stages")
     for name in stages:
         if not re.fullmatch(NAME, name):
-            raise ValueError(
-                f"stage name {name!r} must start with a letter and use only letters, digits and _"
+            raise schema.SchemaError(
+                (name,), "a stage name must start with a letter and use only letters, digits and _"
             )
+    clash = graph.name_clash(stages)
+    if clash:
+        raise schema.SchemaError((clash[0],), clash[1])
     return stages
 
 
