@@ -171,11 +171,24 @@ class LoadedConfig:
 
 # --- YAML with line numbers -------------------------------------------------
 
+MAX_VALUES = 500_000
+MAX_DEPTH = 64
+
 
 def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
     lines: dict[tuple[Any, ...], str] = {}
+    inside: set[int] = set()  # the nodes being walked: an alias may point back to one
 
     def walk(node: yaml.Node, keys: tuple[Any, ...]) -> None:
+        if id(node) in inside:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{path}:{line}: a YAML alias refers to a value that holds it")
+        if len(keys) > MAX_DEPTH:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{path}:{line}: values nest more than {MAX_DEPTH} deep")
+        if len(lines) > MAX_VALUES:  # aliases of aliases: a few lines, 10^9 values
+            raise ConfigError(f"{path}: more than {MAX_VALUES} values once aliases are expanded")
+        inside.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key, value in node.value:
@@ -189,6 +202,7 @@ def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
             for index, item in enumerate(node.value):
                 lines[(*keys, index)] = f"{path}:{item.start_mark.line + 1}"
                 walk(item, (*keys, index))
+        inside.discard(id(node))
 
     walk(node, ())
     return lines
@@ -218,27 +232,43 @@ def read_yaml(path: Path, children: tuple[Path, ...] = ()) -> tuple[dict[str, An
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        number = exc.object[: exc.start].count(b"\n") + 1
+        byte = exc.object[exc.start]
+        raise ConfigError(f"{path}:{number}: not UTF-8 text (byte {byte:#04x})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        source = Source(str(path), _line_map(node, str(path)) if node else {})
         data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:
+        number = text[: exc.position].count("\n") + 1
+        raise ConfigError(
+            f"{path}:{number}: invalid YAML: character {chr(exc.character)!r} is not allowed"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = ", ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: values nest too deep") from None
+    except ValueError as exc:  # a date such as 2024-13-01, an int of 5000 digits
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys")
-    source = Source(str(path), _line_map(node, str(path)) if node else {})
     parent = data.pop("extends", None)
     if parent is None:
         return data, source
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or not parent:
         raise ConfigError(f"{source.where(('extends',))}: extends: must be a config file name")
     base_path = find_config(path.parent / parent)
+    if not base_path.is_file():
+        where = source.where(("extends",))
+        raise ConfigError(f"{where}: extends: no such config file {str(base_path)!r}")
     chain = (*children, path.resolve())
     if base_path.resolve() in chain:
         raise ConfigError(f"{source.where(('extends',))}: extends: {parent} makes a cycle")
