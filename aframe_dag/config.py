@@ -335,16 +335,21 @@ def apply_override(data: dict[str, Any], assignment: str, source: Source) -> Non
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected dotted.key=value")
     keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {assignment!r}: empty key in the dotted path")
     try:
+        parsed = yaml.compose(raw, Loader=yaml.SafeLoader)
+        if parsed is not None:
+            _line_map(parsed, f"--set {key}")  # refuses aliases that never end
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         raise ConfigError(f"--set {key}: value is not valid YAML: {raw!r}") from None
     node: Any = data
     path: list[Any] = []
     for name in keys[:-1]:
         node, name = _step(node, name, key)
         path.append(name)
-        if isinstance(node, dict) and not isinstance(node.get(name), dict | list):
+        if isinstance(node, dict) and node.get(name) is None:
             node[name] = {}
         node = node[name]
     node, last = _step(node, keys[-1], key)
