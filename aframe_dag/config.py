@@ -40,7 +40,10 @@ def _quantity(value: Any) -> str:
     match = QUANTITY.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"must be a number with a unit (K, M, G, T), e.g. 16GB; got {value!r}")
-    return f"{match.group(1)}{match.group(2).upper()}B"
+    unit = match.group(2).upper()
+    if not 0 < float(match.group(1)) * {"K": 1, "M": 2**10, "G": 2**20, "T": 2**30}[unit] <= 2**40:
+        raise ValueError(f"must be more than 0 and at most 1024TB, got {value!r}")
+    return f"{match.group(1)}{unit}B"
 
 
 def _generator(foreach: dict[str, Any]) -> dict[str, Any]:
