@@ -395,6 +395,21 @@ def load_config(
     return LoadedConfig(validate(data, source), source)
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML writes U+0085 raw into a quoted string, where its own loader reads a space:
+    strings holding one are written double-quoted, where it is escaped."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style='"' if "\x85" in text else None
+    ),
+)
+
+
 def dump_config(config: Config) -> str:
     """The config as YAML, keys in declaration order."""
-    return yaml.safe_dump(schema.dump(config), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        schema.dump(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
