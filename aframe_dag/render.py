@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.nativetypes import NativeEnvironment
+from jinja2 import nativetypes
 
 from aframe_dag.errors import RenderError
 from aframe_dag.quoting import Macro, Part
@@ -74,13 +74,39 @@ def dq_flags(ifos: list[str], flag: str) -> list[str]:
     return [f"{ifo}_DATA" if flag == "DATA" else f"{ifo}:{flag}" for ifo in ifos]
 
 
+class _Text(str):
+    """The text of a lone `{{ expr }}` in native rendering: a string stays that string."""
+
+    __slots__ = ()
+
+
+def _native_concat(values: Any) -> Any:
+    # Jinja reads a string result as a Python literal ("'a'" -> a, "1e3" -> 1000.0): a
+    # string param must arrive as it is; what a template assembles is still read so
+    parts = list(values)
+    if len(parts) == 1 and isinstance(parts[0], _Text):
+        return str(parts[0])
+    return nativetypes.native_concat(parts)
+
+
+class _NativeEnvironment(nativetypes.NativeEnvironment):
+    concat = staticmethod(_native_concat)
+
+
+class _NativeTemplate(nativetypes.NativeTemplate):
+    environment_class = _NativeEnvironment
+
+
+_NativeEnvironment.template_class = _NativeTemplate
+
+
 def _command_environment(native: bool = False) -> jinja2.Environment:
-    cls = NativeEnvironment if native else jinja2.Environment
+    cls = _NativeEnvironment if native else jinja2.Environment
     env = cls(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
-        **({} if native else {"finalize": _finalize}),
+        finalize=(lambda v: _Text(v) if isinstance(v, str) else v) if native else _finalize,
     )
     env.filters["dq_flags"] = dq_flags
     return env
@@ -129,7 +155,7 @@ def _render(env: jinja2.Environment, source: str, context: Mapping[str, Any], wh
         raise RenderError(f"{where}: template syntax error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
         raise RenderError(f"{where}: {exc.message}") from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
         raise RenderError(f"{where}: {exc}") from None
 
 
