@@ -14,7 +14,7 @@ import jinja2
 from jinja2 import nativetypes
 
 from aframe_dag.errors import RenderError
-from aframe_dag.quoting import Macro, Part
+from aframe_dag.quoting import Macro, Part, check_value, submit_value
 
 # Markers in rendered command text: \x01...\x02 wraps the output of an expression
 # (never split, even if it holds spaces), \x03NAME\x04 is an item macro.
@@ -31,7 +31,7 @@ def template_dir() -> Path:
 @functools.cache
 def file_environment() -> jinja2.Environment:
     """The one Environment for the .sub and .dag templates."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir()),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -39,6 +39,9 @@ def file_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # `{{ value | submit("key.path") }}`: a config value written as a plain submit value
+    env.filters["submit"] = submit_value
+    return env
 
 
 def render_file(name: str, **context: Any) -> str:
@@ -160,8 +163,8 @@ def _render(env: jinja2.Environment, source: str, context: Mapping[str, Any], wh
 
 
 def render_text(source: str, context: Mapping[str, Any], where: str) -> str:
-    """Render a template to plain text (paths, dirs)."""
-    return str(_render(_PLAIN, source, context, where))
+    """Render a template to plain text (paths, dirs), one that files can carry."""
+    return check_value(str(_render(_PLAIN, source, context, where)), where)
 
 
 def render_native(value: Any, context: Mapping[str, Any], where: str) -> Any:
@@ -193,8 +196,10 @@ def render_command(
 
 
 def render_value(source: str, context: Mapping[str, Any], where: str) -> list[Part]:
-    """Render a template into one word (environment values)."""
-    return _parts(_render(_COMMANDS, source, context, where), where)
+    """Render a template into one word (environment values, outputs), one files can carry."""
+    parts = _parts(_render(_COMMANDS, source, context, where), where)
+    check_value("".join(p for p in parts if isinstance(p, str)), where)
+    return parts
 
 
 def _parts(text: str, where: str) -> list[Part]:

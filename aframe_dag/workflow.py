@@ -402,6 +402,7 @@ def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
             path = render.render_text(source, context, f"stages.{plan.name}.binds.{i}")
             # a path that is not on this host is a path inside the image: nothing to bind
             if Path(path).is_absolute() and Path(path).exists():
+                path = quoting.bind_path(path, f"stages.{plan.name}.binds.{i}")
                 prefix += ["--bind", f"{path}:{path}:ro"]
         lines.insert(0, [[p] for p in [*prefix, image]])
     else:
@@ -495,7 +496,7 @@ def apptainer_binds(config: Config, run_dir: Path) -> list[str]:
     binds = []
     for path in sorted(set(paths)):
         if not any(path.startswith(parent.rstrip("/") + "/") for parent in binds):
-            binds.append(path)
+            binds.append(quoting.bind_path(path, "apptainer --bind of the run dir or dirs"))
     return binds + [b for b in config.condor.binds if b not in binds]
 
 
