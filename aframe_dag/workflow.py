@@ -104,8 +104,9 @@ class Summary:
 
 
 def check_dag_path(path: Path, what: str) -> None:
-    """DAGMan JOB/SCRIPT lines split on whitespace and expand $: refuse such paths."""
-    bad = [c for c in _UNSAFE_PATH if c in str(path)]
+    """DAGMan JOB/SCRIPT lines split on whitespace and expand $: refuse such paths (and any
+    character that run-local's reading would split on, or that is not UTF-8)."""
+    bad = [c for c in str(path) if c in _UNSAFE_PATH or c.isspace() or not c.isprintable()]
     if bad:
         raise RunDirError(
             f"{what} {str(path)!r} contains {bad[0]!r}, which DAGMan's JOB and SCRIPT "
@@ -125,7 +126,7 @@ def resolve(loaded: LoadedConfig, run_dir: Path) -> Config:
         text = render.render_text(value, context, f"dirs.{name}")
         if not text:
             raise loaded.error(("dirs", name), "is empty")
-        dirs[name] = text if "://" in text else str(Path(text).absolute())
+        dirs[name] = text if "://" in text else str(write.absolute(text))
         context["dirs"] = dirs
     condor = config.condor
     image_dir = condor.image_dir or None
@@ -145,11 +146,13 @@ def resolve(loaded: LoadedConfig, run_dir: Path) -> Config:
                         f"{image!r} is relative but no image dir is set "
                         "(--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)",
                     )
-                image = str(Path(image_dir, image).absolute())
+                image = str(Path(image_dir, image))
+            if "://" not in image:
+                image = str(write.absolute(quoting.check_value(image, f"stages.{name}.image")))
             if "://" not in image and not Path(image).is_file():
                 raise loaded.error(("stages", name, "image"), f"no such image: {image}")
         stages[name] = replace(stage, image=image)
-    absolute_image_dir = str(Path(image_dir).absolute()) if image_dir else None
+    absolute_image_dir = str(write.absolute(image_dir)) if image_dir else None
     return replace(
         config,
         dirs=dirs,
@@ -607,7 +610,9 @@ def build(
     written DONE. A run dir holding a rescue DAG or a DAGMan lock is refused unless
     `force`, which moves the last run's records aside first.
     """
-    run_path = Path(run_dir).absolute()
+    if not str(run_dir):
+        raise RunDirError("the run dir is an empty path")
+    run_path = write.absolute(run_dir)
     check_dag_path(run_path, "run dir")
     python = sys.executable
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
@@ -626,6 +631,7 @@ def build(
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
     dirs = [f"logs/{s.name}" for s in plan.stages]
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
+    write.check_dirs(data_dirs)  # before the run dir is written: all or nothing
     moved = write.write_run_dir(run_path, files, dirs, force=force)
     write.make_dirs(data_dirs)
     completion.save(run_path, state)
