@@ -222,12 +222,11 @@ def expand(run_dir: str, stage: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Print each node's command and environment.")
 def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
     """Run the DAG in RUN_DIR on this machine, as DAGMan would."""
-    import os
     import sys
 
     from aframe_dag import runner
 
-    ids = runner.parse_gpus(gpus if gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES"))
+    ids = runner.parse_gpus(gpus) if gpus is not None else runner.visible_gpus()
     if dry_run:
         for line in runner.dry_run(run_dir, ids):
             click.echo(line)
