@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,8 +25,10 @@ class Group(click.Group):
 
 
 def _string(value: str) -> str:
-    # --set values are YAML; a path such as `yes` or `1e5` must stay a string
-    return json.dumps(value)
+    # --set values are YAML; a path such as `yes` or `1e5` must stay a string. Escaped
+    # as YAML does (JSON's \u would split a character beyond U+FFFF in two)
+    escaped = (c if " " <= c <= "~" and c not in '"\\' else f"\\U{ord(c):08x}" for c in value)
+    return '"' + "".join(escaped) + '"'
 
 
 def _pair(value: str, flag: str) -> tuple[str, str]:
