@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ import click
 
 from aframe_dag import workflow as core
 from aframe_dag.config import dump_config, load_config
-from aframe_dag.errors import AframeDagError
+from aframe_dag.errors import AframeDagError, one_line
 
 
 class Group(click.Group):
@@ -26,8 +25,10 @@ class Group(click.Group):
 
 
 def _string(value: str) -> str:
-    # --set values are YAML; a path such as `yes` or `1e5` must stay a string
-    return json.dumps(value)
+    # --set values are YAML; a path such as `yes` or `1e5` must stay a string. Escaped
+    # as YAML does (JSON's \u would split a character beyond U+FFFF in two)
+    escaped = (c if " " <= c <= "~" and c not in '"\\' else f"\\U{ord(c):08x}" for c in value)
+    return '"' + "".join(escaped) + '"'
 
 
 def _pair(value: str, flag: str) -> tuple[str, str]:
@@ -279,12 +280,11 @@ def expand(run_dir: str, stage: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Print each node's command and environment.")
 def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
     """Run the DAG in RUN_DIR on this machine, as DAGMan would."""
-    import os
     import sys
 
     from aframe_dag import runner
 
-    ids = runner.parse_gpus(gpus if gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES"))
+    ids = runner.parse_gpus(gpus) if gpus is not None else runner.visible_gpus()
     if dry_run:
         for line in runner.dry_run(run_dir, ids):
             click.echo(line)
@@ -391,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.UsageError as exc:
         # one line, like every other error; --help has the usage
         command = exc.ctx.command_path if exc.ctx else "aframe-dag"
-        click.echo(f"Error: {exc.format_message()} (see {command} --help)", err=True)
+        click.echo(f"Error: {one_line(exc.format_message())} (see {command} --help)", err=True)
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()

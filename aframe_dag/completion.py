@@ -135,7 +135,7 @@ def node_digests(dag: Path, stages: dict[str, str], wanted: set[str]) -> dict[st
     """`BASE/VARS` of the `wanted` nodes of a DAG file, from its JOB and VARS lines."""
     digests: dict[str, str] = {}
     try:
-        lines = dag.read_text(encoding="utf-8").splitlines()
+        lines = dag.read_text(encoding="utf-8").split("\n")  # as HTCondor reads it
     except OSError:
         return digests
     for line in lines:

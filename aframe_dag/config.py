@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from aframe_dag import schema
+from aframe_dag import graph, schema
 from aframe_dag.errors import ConfigError
 from aframe_dag.schema import rule
 
@@ -40,7 +40,10 @@ def _quantity(value: Any) -> str:
     match = QUANTITY.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"must be a number with a unit (K, M, G, T), e.g. 16GB; got {value!r}")
-    return f"{match.group(1)}{match.group(2).upper()}B"
+    unit = match.group(2).upper()
+    if not 0 < float(match.group(1)) * {"K": 1, "M": 2**10, "G": 2**20, "T": 2**30}[unit] <= 2**40:
+        raise ValueError(f"must be more than 0 and at most 1024TB, got {value!r}")
+    return f"{match.group(1)}{unit}B"
 
 
 def _generator(foreach: dict[str, Any]) -> dict[str, Any]:
@@ -57,11 +60,16 @@ def _generator(foreach: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_names(stages: dict[str, Any]) -> dict[str, Any]:
+    if not stages:
+        raise ValueError("the pipeline has no stages")
     for name in stages:
         if not re.fullmatch(NAME, name):
-            raise ValueError(
-                f"stage name {name!r} must start with a letter and use only letters, digits and _"
+            raise schema.SchemaError(
+                (name,), "a stage name must start with a letter and use only letters, digits and _"
             )
+    clash = graph.name_clash(stages)
+    if clash:
+        raise schema.SchemaError((clash[0],), clash[1])
     return stages
 
 
@@ -261,11 +269,24 @@ class LoadedConfig:
 
 # --- YAML with line numbers -------------------------------------------------
 
+MAX_VALUES = 500_000
+MAX_DEPTH = 64
+
 
 def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
     lines: dict[tuple[Any, ...], str] = {}
+    inside: set[int] = set()  # the nodes being walked: an alias may point back to one
 
     def walk(node: yaml.Node, keys: tuple[Any, ...]) -> None:
+        if id(node) in inside:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{path}:{line}: a YAML alias refers to a value that holds it")
+        if len(keys) > MAX_DEPTH:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{path}:{line}: values nest more than {MAX_DEPTH} deep")
+        if len(lines) > MAX_VALUES:  # aliases of aliases: a few lines, 10^9 values
+            raise ConfigError(f"{path}: more than {MAX_VALUES} values once aliases are expanded")
+        inside.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key, value in node.value:
@@ -279,6 +300,7 @@ def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
             for index, item in enumerate(node.value):
                 lines[(*keys, index)] = f"{path}:{item.start_mark.line + 1}"
                 walk(item, (*keys, index))
+        inside.discard(id(node))
 
     walk(node, ())
     return lines
@@ -308,27 +330,43 @@ def read_yaml(path: Path, children: tuple[Path, ...] = ()) -> tuple[dict[str, An
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        number = exc.object[: exc.start].count(b"\n") + 1
+        byte = exc.object[exc.start]
+        raise ConfigError(f"{path}:{number}: not UTF-8 text (byte {byte:#04x})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        source = Source(str(path), _line_map(node, str(path)) if node else {})
         data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:
+        number = text[: exc.position].count("\n") + 1
+        raise ConfigError(
+            f"{path}:{number}: invalid YAML: character {chr(exc.character)!r} is not allowed"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = ", ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: values nest too deep") from None
+    except ValueError as exc:  # a date such as 2024-13-01, an int of 5000 digits
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys")
-    source = Source(str(path), _line_map(node, str(path)) if node else {})
     parent = data.pop("extends", None)
     if parent is None:
         return data, source
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or not parent:
         raise ConfigError(f"{source.where(('extends',))}: extends: must be a config file name")
     base_path = find_config(path.parent / parent)
+    if not base_path.is_file():
+        where = source.where(("extends",))
+        raise ConfigError(f"{where}: extends: no such config file {str(base_path)!r}")
     chain = (*children, path.resolve())
     if base_path.resolve() in chain:
         raise ConfigError(f"{source.where(('extends',))}: extends: {parent} makes a cycle")
@@ -395,16 +433,21 @@ def apply_override(data: dict[str, Any], assignment: str, source: Source) -> Non
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected dotted.key=value")
     keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {assignment!r}: empty key in the dotted path")
     try:
+        parsed = yaml.compose(raw, Loader=yaml.SafeLoader)
+        if parsed is not None:
+            _line_map(parsed, f"--set {key}")  # refuses aliases that never end
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         raise ConfigError(f"--set {key}: value is not valid YAML: {raw!r}") from None
     node: Any = data
     path: list[Any] = []
     for name in keys[:-1]:
         node, name = _step(node, name, key)
         path.append(name)
-        if isinstance(node, dict) and not isinstance(node.get(name), dict | list):
+        if isinstance(node, dict) and node.get(name) is None:
             node[name] = {}
         node = node[name]
     node, last = _step(node, keys[-1], key)
@@ -447,6 +490,21 @@ def load_config(
     return LoadedConfig(validate(data, source), source)
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML writes U+0085 raw into a quoted string, where its own loader reads a space:
+    strings holding one are written double-quoted, where it is escaped."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style='"' if "\x85" in text else None
+    ),
+)
+
+
 def dump_config(config: Config) -> str:
     """The config as YAML, keys in declaration order."""
-    return yaml.safe_dump(schema.dump(config), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        schema.dump(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )

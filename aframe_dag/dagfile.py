@@ -43,8 +43,10 @@ _VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"
 
 
 def _read(path: Path) -> list[str]:
+    # HTCondor ends lines at \n only; splitlines() would also split a value at \x85, \f
+    # or \u2028, which are ordinary characters to HTCondor
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
 

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
+# what would end a line on a terminal or in a log (or hide text), were it printed raw
+_BREAKS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    """`message` with line breaks and control characters escaped (\\n, \\x00)."""
+    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], message)
+
 
 class AframeDagError(Exception):
     """Base of every error caused by user input; its message is one line."""
+
+    def __str__(self) -> str:
+        # a path or value quoted in the message may hold a newline: it stays one line
+        return one_line(super().__str__())
 
 
 class ConfigError(AframeDagError):

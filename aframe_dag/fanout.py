@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import schema
-from aframe_dag.errors import FanoutError
+from aframe_dag import quoting, schema
+from aframe_dag.errors import FanoutError, QuotingError
 from aframe_dag.schema import rule
 
 Item = dict[str, str]
@@ -63,6 +63,9 @@ def read_segments(path: str) -> list[tuple[float, float]]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise FanoutError(f"{path}: cannot read segments file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        number = exc.object[: exc.start].count(b"\n") + 1
+        raise FanoutError(f"{path}:{number}: not a segments file (not UTF-8 text)") from None
     segments = []
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split()
@@ -72,11 +75,12 @@ def read_segments(path: str) -> list[tuple[float, float]]:
             if len(fields) != 4:
                 raise ValueError
             start, duration = float(fields[1]), float(fields[3])
-            if not (math.isfinite(start) and math.isfinite(duration)):
+            if not (math.isfinite(start) and math.isfinite(duration) and duration > 0):
                 raise ValueError
         except ValueError:
             raise FanoutError(
-                f"{path}:{number}: expected 'index start stop duration', got {line!r}"
+                f"{path}:{number}: expected 'index start stop duration' (numbers, "
+                f"duration > 0), got {line!r}"
             ) from None
         segments.append((start, duration))
     return segments
@@ -86,10 +90,13 @@ def chunk_segments(
     segments: list[tuple[float, float]], max_duration: float
 ) -> list[tuple[float, float]]:
     """Split segments into pieces of at most `max_duration` s (-1: no split), as Fetch does."""
-    chunks = []
+    chunks: list[tuple[float, float]] = []
     for start, duration in segments:
         step = duration if max_duration == -1 else max_duration
-        for j in range(int((duration - 1) // step + 1)):
+        pieces = (duration - 1) // step + 1
+        if len(chunks) + pieces > MAX_ITEMS:  # before making them: it may be 10^15
+            raise too_many(f"over {MAX_ITEMS}")
+        for j in range(int(pieces)):
             chunk_start = start + j * step
             chunks.append((chunk_start, min(start + duration - chunk_start, step)))
     return chunks
@@ -123,6 +130,8 @@ def shifts_from_tb(
     livetime, count = 0.0, 0
     while livetime < tb:
         count += 1
+        if count > MAX_ITEMS:
+            raise too_many(f"over {MAX_ITEMS}")  # each shift is one node at least
         added = sum(max(0.0, d - shift * count) for d in durations)
         if added == 0:
             raise FanoutError(
@@ -319,6 +328,8 @@ class Timeslides(Spec):
         if not segments:
             return []
         num_shifts = self.count(segments)
+        if num_shifts > MAX_ITEMS:
+            raise too_many(f"over {MAX_ITEMS}")
         psd_segment = segment_tag(*segments[-1])
         items = []
         for start, stop in segments:
@@ -327,7 +338,9 @@ class Timeslides(Spec):
                 candidates.insert(0, [0.0] * len(self.shifts))
             for shift in candidates:
                 if not is_analysable(start, stop, shift, self.psd_length):
-                    continue
+                    break  # the shifts only grow: no later one leaves time either
+                if len(items) == MAX_ITEMS:
+                    raise too_many(f"over {MAX_ITEMS}")
                 items.append(
                     {
                         "index": str(self.start_index + len(items)),
@@ -373,6 +386,9 @@ def _check_lists(values: dict[str, Any], exactly_one: bool) -> None:
 
 def _product(values: dict[str, list[Any]]) -> list[Item]:
     names = list(values)
+    size = math.prod(len(values[n]) for n in names)
+    if size > MAX_ITEMS:  # before making them: 10^3 x 10^3 x 10^3 is quick to ask for
+        raise too_many(str(size))
     combos = itertools.product(*(values[n] for n in names))
     return [
         {"index": str(n), **{k: _text(v) for k, v in zip(names, combo, strict=True)}}
@@ -397,6 +413,14 @@ def _last_segment(path: str, max_duration: float) -> str:
     return segment_tag(*segments[-1])
 
 
+def too_many(count: str) -> FanoutError:
+    """The error of a fan-out over the limit (said before its items are made, if it can)."""
+    return FanoutError(
+        f"fan-out of {count} nodes exceeds the limit of {MAX_ITEMS}; "
+        "use larger pieces (e.g. max_duration) or fewer values"
+    )
+
+
 def parse_spec(name: str, params: Any, where: Callable[[str], str]) -> Spec:
     """Validate a generator's parameters; `where(key)` prefixes error messages."""
     cls = GENERATORS[name]
@@ -407,7 +431,12 @@ def parse_spec(name: str, params: Any, where: Callable[[str], str]) -> Spec:
             spec: Spec = cls(values=dict(params))
             spec.check()
             return spec
-        return schema.validate(cls, params)
+        spec = schema.validate(cls, params)
+        for file in spec.inputs():  # named in the DAG and .sub files' comments
+            quoting.check_value(file, "input file")
+        return spec
+    except QuotingError as exc:
+        raise FanoutError(f"{where('')}: {exc}") from None
     except ValueError as exc:
         path = exc.path if isinstance(exc, schema.SchemaError) else ()
         message = exc.message if isinstance(exc, schema.SchemaError) else str(exc)
@@ -420,9 +449,8 @@ def expand(spec: Spec, stage: str) -> list[Item]:
         items = spec.items()
     except FanoutError as exc:
         raise FanoutError(f"stage {stage}: {exc}") from None
+    except OverflowError as exc:  # e.g. num_signals of 400 digits
+        raise FanoutError(f"stage {stage}: numbers too large to count the nodes: {exc}") from None
     if len(items) > MAX_ITEMS:
-        raise FanoutError(
-            f"stage {stage}: fan-out of {len(items)} nodes exceeds the limit of "
-            f"{MAX_ITEMS}; use larger pieces (e.g. max_duration) or fewer values"
-        )
+        raise FanoutError(f"stage {stage}: {too_many(str(len(items)))}")
     return items

@@ -94,6 +94,32 @@ def with_ancestors(after: Mapping[str, Sequence[str]], targets: Sequence[str]) -
     return selected
 
 
+# Names no stage may take, in any case: DAGMan's reserved words cannot name a node, and a
+# stage named like the top-level DAG would write its sub-DAG and records over aframe.dag's.
+RESERVED = ("parent", "child", "all_nodes", "aframe")
+
+
+def name_clash(names: Iterable[str]) -> tuple[str, str] | None:
+    """The first stage name that is reserved or that differs from another only in case, and
+    why; None if there is none. Each stage has files of its own name (STAGE.sub, logs/STAGE),
+    which a case-insensitive disk (macOS) would make one."""
+    seen: dict[str, str] = {}
+    for name in names:
+        folded = name.casefold()
+        if folded in RESERVED:
+            return name, (
+                f"a stage cannot be named {name!r}: DAGMan reserves PARENT, CHILD and "
+                "ALL_NODES, and aframe.dag is the top-level DAG (in any case)"
+            )
+        if folded in seen:
+            return name, (
+                f"{name!r} differs from stage {seen[folded]!r} only in case: their files "
+                f"({name}.sub, logs/{name}) would be the same on a case-insensitive disk"
+            )
+        seen[folded] = name
+    return None
+
+
 def node_name(stage: str, index: str | None) -> str:
     """A DAG node name: the stage for a single node, `stage-INDEX` for fan-out."""
     return stage if index is None else f"{stage}-{index}"

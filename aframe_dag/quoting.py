@@ -54,6 +54,30 @@ def check_value(value: str, what: str) -> str:
     return value
 
 
+def submit_value(value: str, what: str) -> str:
+    """A plain submit value (executable, container_image, accounting_group): `$(` escaped;
+    refused if it cannot be written (see check_value) or starts or ends with whitespace,
+    which condor_submit drops."""
+    check_value(value, what)
+    if value != value.strip():
+        raise QuotingError(
+            f"{what}: starts or ends with whitespace, which HTCondor would drop: {value!r}"
+        )
+    return escape_macros(value)
+
+
+def bind_path(path: str, what: str) -> str:
+    """A path for apptainer's --bind SRC[:DEST[:OPTS]][,...], which has no escapes: one
+    holding ',' or ':' is refused."""
+    for char in ",:":
+        if char in path:
+            raise QuotingError(
+                f"{what}: {path!r} contains {char!r}, which apptainer's --bind cannot carry "
+                "(',' separates binds, ':' source and target)"
+            )
+    return path
+
+
 def escape_macros(text: str) -> str:
     """Escape literal `$(` so submit-time macro expansion leaves the text as is."""
     return text.replace("$(", "$(DOLLAR)(")

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.nativetypes import NativeEnvironment
+from jinja2 import nativetypes
 
 from aframe_dag.errors import RenderError
-from aframe_dag.quoting import Macro, Part
+from aframe_dag.quoting import Macro, Part, check_value, submit_value
 
 # Markers in rendered command text: \x01...\x02 wraps the output of an expression
 # (never split, even if it holds spaces), \x03NAME\x04 is an item macro.
@@ -31,7 +31,7 @@ def template_dir() -> Path:
 @functools.cache
 def file_environment() -> jinja2.Environment:
     """The one Environment for the .sub and .dag templates."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir()),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -39,6 +39,9 @@ def file_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # `{{ value | submit("key.path") }}`: a config value written as a plain submit value
+    env.filters["submit"] = submit_value
+    return env
 
 
 def render_file(name: str, **context: Any) -> str:
@@ -74,13 +77,39 @@ def dq_flags(ifos: list[str], flag: str) -> list[str]:
     return [f"{ifo}_DATA" if flag == "DATA" else f"{ifo}:{flag}" for ifo in ifos]
 
 
+class _Text(str):
+    """The text of a lone `{{ expr }}` in native rendering: a string stays that string."""
+
+    __slots__ = ()
+
+
+def _native_concat(values: Any) -> Any:
+    # Jinja reads a string result as a Python literal ("'a'" -> a, "1e3" -> 1000.0): a
+    # string param must arrive as it is; what a template assembles is still read so
+    parts = list(values)
+    if len(parts) == 1 and isinstance(parts[0], _Text):
+        return str(parts[0])
+    return nativetypes.native_concat(parts)
+
+
+class _NativeEnvironment(nativetypes.NativeEnvironment):
+    concat = staticmethod(_native_concat)
+
+
+class _NativeTemplate(nativetypes.NativeTemplate):
+    environment_class = _NativeEnvironment
+
+
+_NativeEnvironment.template_class = _NativeTemplate
+
+
 def _command_environment(native: bool = False) -> jinja2.Environment:
-    cls = NativeEnvironment if native else jinja2.Environment
+    cls = _NativeEnvironment if native else jinja2.Environment
     env = cls(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
-        **({} if native else {"finalize": _finalize}),
+        finalize=(lambda v: _Text(v) if isinstance(v, str) else v) if native else _finalize,
     )
     env.filters["dq_flags"] = dq_flags
     return env
@@ -134,13 +163,13 @@ def _render(env: jinja2.Environment, source: str, context: Mapping[str, Any], wh
         raise RenderError(f"{where}: template syntax error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
         raise RenderError(f"{where}: {exc.message}") from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
         raise RenderError(f"{where}: {exc}") from None
 
 
 def render_text(source: str, context: Mapping[str, Any], where: str) -> str:
-    """Render a template to plain text (paths, dirs)."""
-    return str(_render(_PLAIN, source, context, where))
+    """Render a template to plain text (paths, dirs), one that files can carry."""
+    return check_value(str(_render(_PLAIN, source, context, where)), where)
 
 
 def render_native(value: Any, context: Mapping[str, Any], where: str) -> Any:
@@ -172,8 +201,10 @@ def render_command(
 
 
 def render_value(source: str, context: Mapping[str, Any], where: str) -> list[Part]:
-    """Render a template into one word (environment values)."""
-    return _parts(_render(_COMMANDS, source, context, where), where)
+    """Render a template into one word (environment values, outputs), one files can carry."""
+    parts = _parts(_render(_COMMANDS, source, context, where), where)
+    check_value("".join(p for p in parts if isinstance(p, str)), where)
+    return parts
 
 
 def _parts(text: str, where: str) -> list[Part]:

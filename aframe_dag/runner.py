@@ -36,6 +36,7 @@ RECORD = "run-local.record"
 SCRATCH = ".aframe-dag/scratch"  # jobs without a shared filesystem run in here
 LOCK = ".run-local.lock"
 NO_GPU = "10000"  # what HTCondor sets for a job that asked for no GPU
+GPU_ID = re.compile(r"[0-9]+|(?:GPU|MIG)-[0-9A-Za-z-]+")
 
 
 class RunError(AframeDagError):
@@ -132,14 +133,31 @@ class Progress:
 Report = Callable[[str, Progress], None]
 
 
-def parse_gpus(text: str | None) -> list[str]:
-    """GPU ids from --gpus or CUDA_VISIBLE_DEVICES: "0,1" -> ["0", "1"]."""
+def parse_gpus(text: str | None, source: str = "--gpus") -> list[str]:
+    """GPU ids from --gpus or CUDA_VISIBLE_DEVICES: "0,1" -> ["0", "1"]; "" -> none.
+
+    An id is what CUDA_VISIBLE_DEVICES takes: an index or a GPU-/MIG- UUID.
+    """
     if not text:
         return []
     ids = [g.strip() for g in text.split(",")]
-    if any(not g for g in ids) or len(set(ids)) != len(ids):
-        raise RunError(f"--gpus: expected distinct comma-separated ids, got {text!r}")
+    for gpu in ids:
+        if not GPU_ID.fullmatch(gpu):
+            raise RunError(
+                f"{source}: {gpu!r} is not a GPU id (an index such as 0 or a GPU-/MIG- "
+                f"UUID); expected comma-separated ids, got {text!r}"
+            )
+    ids = [str(int(g)) if g.isdigit() else g for g in ids]  # 00 is 0
+    if len(set(ids)) != len(ids):
+        raise RunError(f"{source}: each GPU may be named once, got {text!r}")
     return ids
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs in CUDA_VISIBLE_DEVICES: run-local's default for --gpus."""
+    return parse_gpus(
+        os.environ.get("CUDA_VISIBLE_DEVICES"), "CUDA_VISIBLE_DEVICES (or choose with --gpus)"
+    )
 
 
 def job_command(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def convert(kind: Any, value: Any, path: Path) -> Any:
     """Check `value` against the type `kind`, converting int to float where one is wanted."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if kind is Any:
-        return value
+        return _text(value, path)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -123,10 +124,35 @@ def convert(kind: Any, value: Any, path: Path) -> Any:
     if dataclasses.is_dataclass(kind):
         return validate(kind, value, path)  # type: ignore[arg-type]
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            number = math.inf
+        if not math.isfinite(number):
+            raise SchemaError(path, f"must be a finite number, got {_show(value)}")
+        return number
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
+        return _text(value, path)
     raise SchemaError(path, f"must be {_name(kind)}, got {_show(value)}")
+
+
+def _text(value: Any, path: Path) -> Any:
+    """`value`, if every string in it is Unicode that UTF-8 can write (YAML's "\\udcff"
+    escape and undecodable bytes in a command-line argument make ones that it cannot)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start]
+            raise SchemaError(path, f"is not UTF-8 text (holds {bad!r}): {_show(value)}") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _text(key, path)
+            _text(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _text(item, (*path, index))
+    return value
 
 
 def _constrain(value: Any, metadata: Any, path: Path) -> Any:
@@ -146,6 +172,8 @@ def _constrain(value: Any, metadata: Any, path: Path) -> Any:
     if metadata.get("check") is not None:
         try:
             return metadata["check"](value)
+        except SchemaError as exc:  # a check that names a key inside the value
+            raise SchemaError((*path, *exc.path), exc.message) from None
         except ValueError as exc:
             raise SchemaError(path, str(exc)) from None
     return value

@@ -142,7 +142,7 @@ def _read_dag(path: Path) -> _Dag:
     """The nodes of a .dag file; commands that do not name nodes are skipped."""
     nodes: dict[str, _Node] = {}
     status_file = None
-    for raw in _read_text(path).splitlines():
+    for raw in _read_text(path).split("\n"):  # as HTCondor reads it: not at \x85 or \f
         words = raw.split()
         if not words or words[0].startswith("#"):
             continue

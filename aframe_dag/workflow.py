@@ -160,8 +160,9 @@ class Summary:
 
 
 def check_dag_path(path: Path, what: str) -> None:
-    """DAGMan JOB/SCRIPT lines split on whitespace and expand $: refuse such paths."""
-    bad = [c for c in _UNSAFE_PATH if c in str(path)]
+    """DAGMan JOB/SCRIPT lines split on whitespace and expand $: refuse such paths (and any
+    character that run-local's reading would split on, or that is not UTF-8)."""
+    bad = [c for c in str(path) if c in _UNSAFE_PATH or c.isspace() or not c.isprintable()]
     if bad:
         raise RunDirError(
             f"{what} {str(path)!r} contains {bad[0]!r}, which DAGMan's JOB and SCRIPT "
@@ -183,7 +184,7 @@ def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None =
         text = render.render_text(value, context, f"dirs.{name}")
         if not text:
             raise loaded.error(("dirs", name), "is empty")
-        dirs[name] = text if "://" in text else str(Path(text).absolute())
+        dirs[name] = text if "://" in text else str(write.absolute(text))
         context["dirs"] = dirs
     condor = config.condor
     image_dir = condor.image_dir or None
@@ -200,7 +201,7 @@ def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None =
         for i, name in enumerate(settings.stages if settings.enabled else []):
             if name not in stages:
                 raise loaded.error((section, "stages", i), f"no stage {name!r}")
-    absolute_image_dir = str(Path(image_dir).absolute()) if image_dir else None
+    absolute_image_dir = str(write.absolute(image_dir)) if image_dir else None
     return replace(
         config,
         dirs=dirs,
@@ -229,7 +230,8 @@ def _image(
                 f"{image!r} is relative but no image dir is set "
                 "(--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)",
             )
-        image = str(Path(image_dir, image).absolute())
+        image = str(Path(image_dir, image))
+    image = str(write.absolute(quoting.check_value(image, ".".join(keys))))
     # a .sif file, or an unpacked image dir (as on /cvmfs/singularity.opensciencegrid.org)
     if not Path(image).exists():
         raise loaded.error(keys, f"no such image: {image}")
@@ -611,7 +613,8 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         for path in binds:
             prefix += ["--bind", f"{path}:{path}:ro"]
         if config.dev.enabled:
-            prefix += ["--bind", f"{config.dev.path}:{config.dev.target}"]
+            dev = quoting.bind_path(str(config.dev.path), "dev.path")
+            prefix += ["--bind", f"{dev}:{config.dev.target}"]
         lines.insert(0, [[p] for p in [*prefix, image]])
     else:
         # /usr/bin/env finds the program on PATH, on the host or inside the image
@@ -740,7 +743,7 @@ def _stage_binds(stage: Stage, context: dict[str, Any], where: str) -> list[str]
     for i, source in enumerate(stage.binds):
         path = render.render_text(source, context, f"{where}.{i}")
         if Path(path).is_absolute() and Path(path).exists():
-            paths.append(path)
+            paths.append(quoting.bind_path(path, f"{where}.{i}"))
     return paths
 
 
@@ -871,7 +874,7 @@ def apptainer_binds(config: Config, run_dir: Path) -> list[str]:
     binds = []
     for path in sorted(set(paths)):
         if not any(path.startswith(parent.rstrip("/") + "/") for parent in binds):
-            binds.append(path)
+            binds.append(quoting.bind_path(path, "apptainer --bind of the run dir or dirs"))
     return binds + [b for b in config.condor.binds if b not in binds]
 
 
@@ -1021,7 +1024,9 @@ def build(
     written DONE. A run dir holding a rescue DAG or a DAGMan lock is refused unless
     `force`, which moves the last run's records aside first.
     """
-    run_path = Path(run_dir).absolute()
+    if not str(run_dir):
+        raise RunDirError("the run dir is an empty path")
+    run_path = write.absolute(run_dir)
     check_dag_path(run_path, "run dir")
     python = sys.executable
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
@@ -1068,6 +1073,7 @@ def _build(
         completion.COMPLETED: completion.state_text(state),
         "fingerprints.json": completion.fingerprints_text(plan.stages, "aframe.dag"),
     }
+    write.check_dirs(data_dirs)  # before the run dir is written: all or nothing
     moved = write.write_run_dir(run_path, {**files, **records}, dirs, force=force)
     write.make_dirs(data_dirs)
     warnings = []

@@ -170,6 +170,25 @@ def move_aside(run_dir: Path) -> list[str]:
     return [f"{target.name}/{p.name}" for p in records]
 
 
+def absolute(path: str | Path) -> Path:
+    """`path` absolute and normalised as a shell's cd does (a/b/../c is a/c); symlinks are
+    not resolved, so the path stays the one the user wrote."""
+    return Path(os.path.normpath(Path(path).absolute()))
+
+
+def check_dirs(paths: Iterable[str]) -> None:
+    """Refuse directories that `make_dirs` could not create (a file in the way, a parent
+    this user cannot write), before anything is written."""
+    for path in paths:
+        existing = Path(path)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise RunDirError(f"{path}: cannot create directory: {existing} is not a directory")
+        if existing != Path(path) and not os.access(existing, os.W_OK | os.X_OK):
+            raise RunDirError(f"{path}: cannot create directory: {existing} is not writable")
+
+
 def make_dirs(paths: Iterable[str]) -> None:
     """Create directories that jobs write into (apptainer cannot bind a missing one)."""
     for path in paths:

@@ -211,7 +211,10 @@ def test_failure_stops_descendants_and_names_stderr(tmp_path: Path) -> None:
         tmp_path,
         {
             "broken": {"command": f"{PY} fail-unless /nonexistent {{{{ dirs.out }}}}/b.json"},
-            "child": {"after": ["broken"], "command": f"{PY} record {{{{ dirs.out }}}}/c.json"},
+            "downstream": {
+                "after": ["broken"],
+                "command": f"{PY} record {{{{ dirs.out }}}}/c.json",
+            },
         },
     )
     done = local(run_dir)

@@ -383,7 +383,7 @@ def test_local_failed_node_and_a_live_runner(tmp_path: Path) -> None:
         {
             "ok": {"command": [PY, "-c", "pass"]},
             "bad": {"after": ["ok"], "command": [PY, "-c", shout]},
-            "child": {"after": ["bad"], "command": [PY, "-c", "pass"]},
+            "downstream": {"after": ["bad"], "command": [PY, "-c", "pass"]},
             "side": {"command": [PY, "-c", "pass"]},
         },
     )
@@ -394,7 +394,7 @@ def test_local_failed_node_and_a_live_runner(tmp_path: Path) -> None:
     assert {name: counts(s) for name, s in stages(status).items()} == {
         "ok": {"total": 1, "done": 1},
         "bad": {"total": 1, "failed": 1},
-        "child": {"total": 1, "not_run": 1},  # stopped by its failed parent
+        "downstream": {"total": 1, "not_run": 1},  # stopped by its failed parent
         "side": {"total": 1, "done": 1},
     }
     (failed,) = status.failed
