@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import sys
@@ -109,12 +110,16 @@ class StagePlan:
                 if self.clustered
                 else _escaped(self.items, self.fields, where)
             )
-            columns = [[f'{k}="{item[k]}"' for item in items] for k in self.fields]
-            self._vars = (
-                [" ".join(row) for row in zip(*columns, strict=True)]
-                if columns
-                else [""] * len(items)
-            )
+            fields = self.fields
+            if len(fields) == 1:
+                (key,) = fields
+                self._vars = [f'{key}="{item[key]}"' for item in items]
+            elif fields:
+                template = " ".join(f'{key}="{{}}"' for key in fields)
+                values = operator.itemgetter(*fields)
+                self._vars = [template.format(*values(item)) for item in items]
+            else:
+                self._vars = [""] * len(items)
         return self._vars
 
     def digest(self, node: str) -> str:
@@ -898,34 +903,35 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
     submit = f"{run_dir}/{name}.sub"
     names = plan.node_names()
     pairs = plan.vars_texts() if plan.spec is not None and plan.fields else []
-    # one pass per kind of line: list comprehensions of f-strings are the fastest way
-    # Python has to make 10^5 of them
     done = {n for n, v in plan.verdicts.items() if v.complete}
-    if plan.clustered:  # a job per cluster, running the tasks not yet complete
-        clusters = plan.clusters()
-        names = [cluster for cluster, _ in clusters]
-        done_jobs = {c for c, items in clusters if all(i in done for i in items)}
-        todo = [" ".join(i for i in items if i not in done) or items[0] for _, items in clusters]
-        blocks = [
-            f'JOB {c} {submit}{" DONE" if c in done_jobs else ""}\nVARS {c} tasks="{t}"\n'
-            for c, t in zip(names, todo, strict=True)
-        ]
-    else:
-        blocks = [f"JOB {node} {submit}{' DONE' if node in done else ''}\n" for node in names]
-    if pairs and not plan.clustered:
-        blocks = [f"{b}VARS {n} {p}\n" for b, n, p in zip(blocks, names, pairs, strict=True)]
-    if retry:
-        blocks = [f"{b}RETRY {n} {retry}\n" for b, n in zip(blocks, names, strict=True)]
-    if category:
-        blocks = [f"{b}CATEGORY {n} {name}\n" for b, n in zip(blocks, names, strict=True)]
+    # the lines after JOB and VARS need only the node's name: made once, with a marker
+    # for the name (one list comprehension of f-strings: the fastest way Python has to
+    # make 10^5 blocks)
+    mark = "\0"
+    tail = (f"RETRY {mark} {retry}\n" if retry else "") + (
+        f"CATEGORY {mark} {name}\n" if category else ""
+    )
     if plan.stage.service is not None:
         # each node waits for the service's address (manual: DAGMan, SCRIPT DEFER): the
         # script exits 75 until the address is there, and DAGMan runs it again later
-        poll, python = plan.stage.service.poll, python_for_scripts()
-        wait = f"{python} {run_dir}/entry/service.py wait {run_dir}/{name}.address"
+        wait = f"{python_for_scripts()} {run_dir}/entry/service.py wait {run_dir}/{name}.address"
+        tail += f"SCRIPT DEFER 75 {plan.stage.service.poll} PRE {mark} {wait}\n"
+    if plan.clustered:  # a job per cluster, running the tasks not yet complete
+        clusters = plan.clusters()
+        names = [cluster for cluster, _ in clusters]
+        todo = [" ".join(i for i in items if i not in done) or items[0] for _, items in clusters]
+        done = {c for c, items in clusters if all(i in done for i in items)} if done else done
+        pairs = [f'tasks="{t}"' for t in todo]
+    if pairs:
         blocks = [
-            f"{b}SCRIPT DEFER 75 {poll} PRE {n} {wait}\n"
-            for b, n in zip(blocks, names, strict=True)
+            f"JOB {n} {submit}{' DONE' if n in done else ''}\nVARS {n} {p}\n"
+            f"{tail.replace(mark, n)}"
+            for n, p in zip(names, pairs, strict=True)
+        ]
+    else:
+        blocks = [
+            f"JOB {n} {submit}{' DONE' if n in done else ''}\n{tail.replace(mark, n)}"
+            for n in names
         ]
     return "".join(blocks) + (f"MAXJOBS {name} {category}\n" if category else "")
 
@@ -948,7 +954,7 @@ def _raw(items: list[fanout.Item], fields: list[str], where: str) -> list[fanout
 
 def _escaped(items: list[fanout.Item], fields: list[str], where: str) -> list[fanout.Item]:
     """Items with VARS-escaped values; a field with nothing to escape is left as is."""
-    special = [k for k in fields if quoting.needs_escape("".join(i[k] for i in items))]
+    special = [k for k in fields if quoting.needs_escape("".join([i[k] for i in items]))]
     if not special:
         return items
     return [{**i, **{k: quoting.vars_value(i[k], f"{where} {k}") for k in special}} for i in items]
