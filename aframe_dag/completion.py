@@ -199,7 +199,7 @@ def local_events(path: Path, since: float) -> dict[str, str]:
     """
     events: dict[str, str] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return events
     for line in lines:
@@ -207,13 +207,22 @@ def local_events(path: Path, since: float) -> dict[str, str]:
         if len(words) != 3 or words[0] not in ("start", "done", "failed"):
             continue
         node = words[1].split(":", 1)[-1]  # run-local's DAG:NODE, or a task's name
-        if words[0] != "done":
+        when = record_time(words[2])
+        if words[0] != "done" or when is None:  # a torn line is no success
             events[node] = "failure"
-        elif float(words[2]) >= since:
+        elif when >= since:
             events[node] = "success"
         else:
             events.pop(node, None)
     return events
+
+
+def record_time(word: str) -> float | None:
+    """The time of a record line, or None if the line was torn (a crash mid-write)."""
+    try:
+        return float(word)
+    except ValueError:
+        return None
 
 
 def harvest(run_dir: Path) -> State:

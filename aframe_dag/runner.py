@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aframe_dag import dagfile, graph, quoting, secrets, write
+from aframe_dag import completion, dagfile, graph, quoting, secrets, write
 from aframe_dag.errors import AframeDagError, RunDirError
 
 # The variables condor_submit_dag lets into DAGMan's own environment (23.x), from which
@@ -631,12 +631,14 @@ class Runner:
         if not self.record_path.exists():
             return {}
         recorded: dict[str, float] = {}
-        for line in self.record_path.read_text(encoding="utf-8").splitlines():
+        text = self.record_path.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
             words = line.split()
-            if len(words) == 3 and words[0] == "done":
-                recorded[words[1]] = float(words[2])
-            elif len(words) >= 2 and words[0] == "failed":
-                recorded.pop(words[1], None)
+            when = completion.record_time(words[2]) if len(words) == 3 else None
+            if words[:1] == ["done"] and when is not None:
+                recorded[words[1]] = when
+            elif len(words) >= 2 and words[0] in ("failed", "start", "done"):
+                recorded.pop(words[1], None)  # failed, restarted, or a torn line
         return recorded
 
 

@@ -924,8 +924,7 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
         pairs = [f'tasks="{t}"' for t in todo]
     if pairs:
         blocks = [
-            f"JOB {n} {submit}{' DONE' if n in done else ''}\nVARS {n} {p}\n"
-            f"{tail.replace(mark, n)}"
+            f"JOB {n} {submit}{' DONE' if n in done else ''}\nVARS {n} {p}\n{tail.replace(mark, n)}"
             for n, p in zip(names, pairs, strict=True)
         ]
     else:

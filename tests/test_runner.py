@@ -423,3 +423,20 @@ def test_container_modes_run_through_apptainer(
         assert argv == ["exec", "--nv", "--bind", str(run_dir), image, *command]
     else:  # the container universe's job, as apptainer would start it
         assert argv == ["exec", "--nv", image, "/usr/bin/env", *command]
+
+
+def test_a_torn_record_line_is_no_success_and_no_crash(tmp_path: Path) -> None:
+    """A crash mid-write (power loss) can leave a line cut short or bytes that are not
+    UTF-8: the node it names runs again, and nothing reading the record fails."""
+    run_dir = build(tmp_path, {"a": {"command": f"{PY} record {{{{ dirs.out }}}}/a.json"}})
+    assert local(run_dir).returncode == 0
+    with open(run_dir / "run-local.record", "ab") as record:
+        record.write(b"start aframe.dag:a 1.0\ndone aframe.dag:a 17\xff\xfe")
+    done = local(run_dir)
+    assert done.returncode == 0, done.stderr
+    assert len(records(run_dir / "out/a.json")) == 2  # ran again: its last start never ended
+    code, _, err = run_cli("build", str(tmp_path / "run.yaml"), "--run-dir", str(run_dir))
+    assert code == 0, err
+    code, out, err = run_cli("status", str(run_dir))
+    assert code == 0, err
+    assert "1/1" in out  # the rerun's success counts

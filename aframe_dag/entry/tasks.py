@@ -73,7 +73,7 @@ def done_since(path: Path, since: float) -> set[str]:
     """Tasks whose last event in the record is a success at or after `since`."""
     finished: set[str] = set()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return finished
     for line in lines:
@@ -81,10 +81,10 @@ def done_since(path: Path, since: float) -> set[str]:
         if len(words) != 3:
             continue
         event, name, stamp = words
-        if event == "done" and float(stamp) >= since:
+        if event == "done" and stamp.replace(".", "", 1).isdigit() and float(stamp) >= since:
             finished.add(name)
         else:
-            finished.discard(name)
+            finished.discard(name)  # started again, failed, or a torn line
     return finished
 
 
