@@ -219,8 +219,6 @@ class Remote:
     aws_secret_access_key_file: str | None = None
     # an AWS credentials file sent with the job, for code that reads s3:// itself
     aws_credentials_file: str | None = None
-    # let the job run in pools this one flocks to
-    flock: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -583,7 +583,7 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         command += [[word] for word in wandb_arguments(wandb, context, name)]
     if plan.clustered and name == plan.name:
         command = _tasks_command(command, plan, run_dir, mode, entry)
-    escalation = gpu_escalation(stage, where)
+    escalation = gpu_escalation(stage, where.rpartition(".")[0] + ".resources")
     if escalation:
         python = _python(command, mode)
         command = [[python], [entry("oom")], ["--"], *command]
@@ -597,7 +597,8 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
     )
     if name == plan.name:
         plan.fields = placeholder.used if placeholder else []
-    getenv = [*condor.getenv, *stage.getenv, *(WANDB_GETENV if wandb.enabled else [])]
+    logs_to_wandb = wandb.enabled and name in wandb.stages
+    getenv = [*condor.getenv, *stage.getenv, *(WANDB_GETENV if logs_to_wandb else [])]
 
     gpus = stage.resources.gpus
     image = stage.image or ""
@@ -712,10 +713,10 @@ def gpu_escalation(stage: Stage, where: str) -> Escalation | None:
     if not (res.gpus and res.max_gpu_memory):
         return None
     if not res.gpu_memory:
-        raise ConfigError(f"{where}: resources.max_gpu_memory needs resources.gpu_memory to start")
+        raise ConfigError(f"{where}.max_gpu_memory: needs gpu_memory, the GPU memory to start at")
     base, cap = megabytes(str(res.gpu_memory)), megabytes(str(res.max_gpu_memory))
     if cap < base:
-        raise ConfigError(f"{where}: resources.max_gpu_memory is below resources.gpu_memory")
+        raise ConfigError(f"{where}.max_gpu_memory: is below gpu_memory ({res.gpu_memory})")
     steps = 0
     while base * 2 ** (steps + 1) <= cap:
         steps += 1

@@ -79,6 +79,7 @@ def test_use_wandb_adds_the_logger_options_and_passes_the_key_by_name(
     assert "WANDB_API_KEY" in train["getenv"]
     assert "WANDB_API_KEY" in (run_dir / "aframe.dag").read_text()  # ENV GET, by name
     assert "WandbLogger" not in arguments(run_dir / "export.sub")
+    assert "WANDB_API_KEY" not in htcondor2.Submit((run_dir / "export.sub").read_text())["getenv"]
     for path in run_dir.rglob("*"):
         assert not path.is_file() or KEY not in path.read_text(errors="replace"), path
 

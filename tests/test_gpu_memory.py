@@ -104,7 +104,7 @@ def test_max_gpu_memory_needs_a_gpu_memory_to_start_from(tmp_path: Path) -> None
     code, _, err = run_cli("build", str(config), "--run-dir", str(tmp_path / "run"))
     assert code == 1
     assert err.strip() == (
-        "Error: stages.t.command: resources.max_gpu_memory needs resources.gpu_memory to start"
+        "Error: stages.t.resources.max_gpu_memory: needs gpu_memory, the GPU memory to start at"
     )
 
 

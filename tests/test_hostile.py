@@ -156,7 +156,7 @@ CASES = [
     Case("zero-tasks-per-job", config("a: {command: echo, foreach: {count: {num_jobs: 2}}, tasks_per_job: 0}"), r"^<config>:4: stages\.a\.tasks_per_job: must be >= 1, got 0$"),
     Case("tasks-per-job-text", config("a: {command: echo, foreach: {count: {num_jobs: 2}}, tasks_per_job: many}"), r"stages\.a\.tasks_per_job: .*int"),
     Case("gpu-memory-negative", config("a: {command: echo, resources: {gpus: 1, gpu_memory: -1GB}}"), r"stages\.a\.resources\.gpu_memory: must be a number with a unit"),
-    Case("max-gpu-memory-alone", config("a: {command: echo, resources: {gpus: 1, max_gpu_memory: 8GB}}"), r"^stages\.a\.command: resources\.max_gpu_memory needs resources\.gpu_memory to start$"),
+    Case("max-gpu-memory-alone", config("a: {command: echo, resources: {gpus: 1, max_gpu_memory: 8GB}}"), r"^stages\.a\.resources\.max_gpu_memory: needs gpu_memory, the GPU memory to start at$"),
     Case("service-port-name", config("a: {command: echo, service: {command: serve, ports: [HTTP]}}"), r"stages\.a\.service\.ports: port name 'HTTP' must be lower-case"),
     Case("service-ports-repeat", config("a: {command: echo, service: {command: serve, ports: [http, http]}}"), r"stages\.a\.service\.ports: port names repeat"),
     Case("service-without-command", config("a: {command: echo, service: {ports: [http]}}"), r"stages\.a\.service\.command"),
