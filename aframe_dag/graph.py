@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from aframe_dag.errors import GraphError
 
@@ -15,17 +15,23 @@ def _unknown(name: str, known: Iterable[str], what: str) -> GraphError:
     return GraphError(f"{what}: unknown stage {name!r}{suffix}")
 
 
-def check_dependencies(after: Mapping[str, Sequence[str]]) -> None:
-    """Every dependency names a stage, none names itself, and there is no cycle."""
+def check_dependencies(
+    after: Mapping[str, Sequence[str]], where: Callable[[str], str] = lambda stage: ""
+) -> None:
+    """Every dependency names a stage, none names itself, and there is no cycle.
+
+    `where(stage)` prefixes an error with the place of that stage's `after` (file:line).
+    """
     for stage, parents in after.items():
+        key = f"{where(stage)}stages.{stage}.after"
         for parent in parents:
             if parent == stage:
-                raise GraphError(f"stages.{stage}.after: a stage cannot depend on itself")
+                raise GraphError(f"{key}: a stage cannot depend on itself")
             if parent not in after:
-                raise _unknown(parent, after, f"stages.{stage}.after")
+                raise _unknown(parent, after, key)
     cycle = find_cycle(after)
     if cycle:
-        raise GraphError("dependency cycle: " + " -> ".join(cycle))
+        raise GraphError(f"{where(cycle[0])}dependency cycle: " + " -> ".join(cycle))
 
 
 def find_cycle(after: Mapping[str, Sequence[str]]) -> list[str]:

@@ -372,7 +372,9 @@ def make_plan(
     """
     config = loaded.config
     after = {name: stage.after for name, stage in config.stages.items()}
-    graph.check_dependencies(after)
+    graph.check_dependencies(
+        after, lambda stage: f"{loaded.source.where(('stages', stage, 'after'))}: "
+    )
     selected = graph.with_ancestors(after, targets) if targets else set(after)
     for name in rerun:
         if name not in after:

@@ -171,9 +171,9 @@ CASES = [
     Case("newline-in-fan-out-input", config("a: {command: echo, foreach: {segments: {file: \"<tmp>/a\\nJOB b c\"}}}"), r"^<config>:4: stages\.a\.foreach\.segments: input file: contains a '\\n' character"),
     Case("native-string-param", config("a: {command: 'echo {{ item.v }}', foreach: {list: {v: ['{{ params.tag }}']}}}", top="params: {tag: '1e3'}\n"), writes=("aframe.dag", 'VARS a-0 v="1e3"')),
     # -- dependencies
-    Case("cycle", config("a: {command: echo, after: [b]}\nb: {command: echo, after: [a]}"), r"^dependency cycle: a -> b -> a$"),
-    Case("self-dependency", config("a: {command: echo, after: [a]}"), r"^stages\.a\.after: a stage cannot depend on itself$"),
-    Case("unknown-after", config("fetch: {command: echo}\nb: {command: echo, after: [fecth]}"), r"^stages\.b\.after: unknown stage 'fecth'; did you mean 'fetch'\?$"),
+    Case("cycle", config("a: {command: echo, after: [b]}\nb: {command: echo, after: [a]}"), r"^<config>:4: dependency cycle: a -> b -> a$"),
+    Case("self-dependency", config("a: {command: echo, after: [a]}"), r"^<config>:4: stages\.a\.after: a stage cannot depend on itself$"),
+    Case("unknown-after", config("fetch: {command: echo}\nb: {command: echo, after: [fecth]}"), r"^<config>:5: stages\.b\.after: unknown stage 'fecth'; did you mean 'fetch'\?$"),
     Case("near-target", config("train: {command: echo}"), r"^--target: unknown stage 'trian'; did you mean 'train'\?$", args=("--target", "trian")),
     Case("unknown-rerun", args=("--rerun", "zz"), error=r"^--rerun: unknown stage 'zz'$"),
     Case("newline-target", args=("--target", "a\nb"), error=r"^--target: unknown stage 'a\\nb'$"),
