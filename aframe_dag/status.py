@@ -35,7 +35,7 @@ from typing import Any
 import classad2
 import yaml
 
-from aframe_dag import quoting
+from aframe_dag import completion, quoting
 from aframe_dag.errors import RunDirError
 from aframe_dag.runner import LOCK, RECORD, lock_holder
 
@@ -72,6 +72,9 @@ class StageStatus:
     unknown: int = 0  # not recorded as done while a run-local runner lives, or no record
     waiting_for: str | None = None  # "waiting for STAGE, ..." for an unexpanded fan-out
     note: str | None = None  # e.g. "being expanded (PRE script running)"
+    # a stage whose items run several to a job (tasks_per_job): its tasks, done and all
+    tasks_done: int | None = None
+    tasks: int | None = None
 
 
 @dataclass
@@ -582,8 +585,46 @@ def read_status(run_dir: str | Path) -> RunStatus:
     lock = _mtime(run_path / LOCK) if paths.fresh(run_path / LOCK) else None
     local = max((t for t in (_mtime(run_path / RECORD), lock) if t is not None), default=None)
     if dagman is not None and (local is None or dagman >= local):
-        return _dagman(run_path, paths, top, stages)
-    return _local(run_path, paths, top, stages, "local" if local is not None else "not started")
+        status = _dagman(run_path, paths, top, stages)
+    else:
+        mode = "local" if local is not None else "not started"
+        status = _local(run_path, paths, top, stages, mode)
+    for stage in status.stages:
+        _count_tasks(run_path, stage)
+    return status
+
+
+def _count_tasks(run_path: Path, stage: StageStatus) -> None:
+    """Tasks of a clustered stage: those complete when it was written (its jobs' VARS list
+    only the rest), and those its record shows done since."""
+    tasks_file = run_path / f"{stage.name}.tasks"
+    written = _mtime(tasks_file)
+    if written is None:
+        return
+    sub_dag = run_path / f"{stage.name}.dag"
+    dag = sub_dag if sub_dag.is_file() else run_path / "aframe.dag"
+    with contextlib.suppress(OSError):
+        stage.tasks = len(tasks_file.read_text(encoding="utf-8", errors="replace").splitlines())
+        pending = _pending_tasks(dag, f"{run_path}/{stage.name}.sub")
+        events = completion.local_events(run_path / f"{stage.name}.tasks.record", written)
+        done_since = sum(1 for task in pending if events.get(task) == "success")
+        stage.tasks_done = stage.tasks - len(pending) + done_since
+
+
+def _pending_tasks(dag: Path, submit: str) -> set[str]:
+    """Tasks listed by the not-DONE jobs of one stage in a DAG file."""
+    jobs: set[str] = set()
+    pending: set[str] = set()
+    for line in dag.read_text(encoding="utf-8", errors="replace").split("\n"):
+        words = line.split()
+        if words[:1] == ["JOB"] and len(words) >= 3 and words[2] == submit:
+            if words[3:] != ["DONE"]:
+                jobs.add(words[1])
+        elif words[:1] == ["VARS"] and len(words) >= 3 and words[1] in jobs:
+            match = re.search(r'tasks="([^"]*)"', line)
+            if match:
+                pending.update(match.group(1).split())
+    return pending
 
 
 def to_json(status: RunStatus) -> dict[str, Any]:
@@ -657,6 +698,8 @@ def render(status: RunStatus, width: int = 40) -> list[str]:
             extras.append(stage.note)
         if stage.total is None and not stage.waiting_for and not stage.note:
             extras.append("decided at run time")
+        if stage.tasks is not None:
+            extras.insert(0, f"jobs; {stage.tasks_done}/{stage.tasks} tasks")
         line = f"{stage.name:<{name_width}}  {bar}  {counts:>{count_width}}"
         lines.append(f"{line}  {', '.join(extras)}".rstrip())
     if status.failed:

@@ -69,6 +69,12 @@ def local(run_dir: Path) -> subprocess.CompletedProcess[str]:
 VALUES = [f"v{i}" for i in range(10)]
 
 
+def status(run_dir: Path) -> str:
+    code, out, err = run_cli("status", str(run_dir))
+    assert code == 0, err
+    return out
+
+
 def test_items_run_k_to_a_job_and_a_resume_redoes_only_incomplete_items(
     tmp_path: Path,
 ) -> None:
@@ -84,6 +90,7 @@ def test_items_run_k_to_a_job_and_a_resume_redoes_only_incomplete_items(
 
     first = local(run_dir)
     assert first.returncode == 1  # item 5 failed: its job stopped there
+    assert "2/3  jobs; 7/10 tasks" in status(run_dir)
     ran = (run_dir / "out/ran.log").read_text().split()
     assert sorted(ran, key=int) == ["0", "1", "2", "3", "4", "5", "8", "9"]  # not 6, 7
     assert not (run_dir / "out/item-5.txt").exists()
@@ -99,6 +106,7 @@ def test_items_run_k_to_a_job_and_a_resume_redoes_only_incomplete_items(
     assert second.returncode == 0, second.stderr
     assert (run_dir / "out/ran.log").read_text().split() == ["5", "6", "7"]
     assert [(run_dir / f"out/item-{i}.txt").read_text() for i in range(10)] == VALUES
+    assert "jobs; 10/10 tasks" in status(run_dir)  # 7 complete at the build, 3 since
 
     build(config, run_dir)  # all done now: every job DONE
     dag = (run_dir / "aframe.dag").read_text()

@@ -527,6 +527,9 @@ def test_clustered_stages_run_their_tasks_under_dagman(run_root: Path) -> None:
         assert len(records(run_dir / f"out/{name}.json")) == 1, name
     jobs = re.findall(r"^\d+ (\S+) JOB_SUCCESS", (run_dir / "fetch.jobstate.log").read_text(), re.M)
     assert sorted(jobs) == ["fetch-1-3", "fetch-4-4"]
+    code, out, err = run_cli("status", str(run_dir))
+    assert code == 0, err
+    assert "jobs; 4/4 tasks" in out and "jobs; 5/5 tasks" in out  # fetch, gen
     # the tasks' own records make an unchanged rebuild all DONE
     build(config, run_dir)
     lines = (run_dir / "aframe.dag").read_text().splitlines()

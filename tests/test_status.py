@@ -485,7 +485,7 @@ def test_json_round_trip(midrun: Path) -> None:
     assert data["stages"][-1] == {
         "name": "fan", "total": None, "done": 0, "running": 0, "idle": 0, "queued": 0,
         "held": 0, "failed": 0, "futile": 1, "not_run": 0, "unknown": 0,
-        "waiting_for": None, "note": None,
+        "waiting_for": None, "note": None, "tasks_done": None, "tasks": None,
     }  # fmt: skip
     assert data["failed"][2]["stderr"] == str(midrun / "logs/bad/bad.err")
     assert (data["mode"], data["state"], data["run_dir"]) == ("dagman", "running", str(midrun))
