@@ -303,7 +303,7 @@ class Runner:
         """Load a DAG, check its programs, start its services; return its nodes' keys."""
         keys = self.load(dag)
         services = [Task(f"{dag.path.name}:{n}", node, dag, []) for n, node in dag.services.items()]
-        self.check_programs([*keys], services)
+        self.check_programs(keys, services)
         if services and any(self.tasks[k].state != "done" for k in keys):
             self._start_services(services)
         return keys
