@@ -202,9 +202,12 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
         if len(s.boxes) > 1 and not any(stage_of_box[t] is s is stage_of_box[h] for t, h in edges)
     }
     for stage in drawn:
+        label = stage.name
+        if (run_dir / f"{stage.name}-service.sub").is_file():  # a SERVICE node beside them
+            label += f" (and its service, {stage.name}-service)"
         lines.append(f"  subgraph {_q('cluster_' + stage.name)} {{")
         lines.append(
-            f"    graph [label={_q(stage.name)}, labeljust=l, style=rounded, "
+            f"    graph [label={_q(label)}, labeljust=l, style=rounded, "
             'color="#a0a0a0", fontsize=11, margin=8];'
         )
         lines.extend(f"    {_box_line(box)}" for box in stage.boxes)

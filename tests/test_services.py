@@ -106,3 +106,13 @@ def test_a_failed_service_fails_the_nodes_that_need_it_with_its_reason(tmp_path:
     assert "the service failed" in done.stdout + done.stderr
     assert "exited with 7" in (run_dir / "infer.address.failed").read_text()
     assert not list((run_dir / "out").glob("infer-*.txt"))
+
+
+def test_the_graph_names_the_service_beside_its_stage(tmp_path: Path) -> None:
+    run_dir = service_pipeline(tmp_path, f"{PY} serve {{{{ dirs.out }}}}/server.log {{http}}")
+    dot = tmp_path / "g.dot"
+    code, _, err = run_cli("graph", str(run_dir), "-o", str(dot))
+    assert code == 0, err
+    text = dot.read_text()
+    assert 'label="infer (and its service, infer-service)"' in text
+    assert 'label="export"' in text
