@@ -158,14 +158,19 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _lines(path: Path) -> list[str]:
+    """The lines of a record or tasks file, none if it is not there. Split at newlines
+    only: a task's value may hold U+2028 or U+0085, which str.splitlines() also splits at."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").split("\n")
+    except OSError:
+        return []
+
+
 def jobstate_events(path: Path, since: float) -> dict[str, str]:
     """Each node's last terminal event ('success'/'failure') after `since` in a JOBSTATE_LOG."""
     events: dict[str, str] = {}
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return events
-    for line in lines:
+    for line in _lines(path):
         words = line.split()
         if len(words) < 3 or not words[0].isdigit() or int(words[0]) < int(since):
             continue
@@ -179,11 +184,7 @@ def jobstate_events(path: Path, since: float) -> dict[str, str]:
 def task_digests(tasks_file: Path, base: str, wanted: set[str]) -> dict[str, str]:
     """`BASE/FIELDS` of the `wanted` tasks of a clustered stage, from RUN/STAGE.tasks."""
     digests: dict[str, str] = {}
-    try:
-        lines = tasks_file.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return digests
-    for line in lines:
+    for line in _lines(tasks_file):
         node, _, pairs = line.partition(" ")
         if node in wanted:
             digests[node] = f"{base}/{pairs}"
@@ -198,11 +199,7 @@ def local_events(path: Path, since: float) -> dict[str, str]:
     behind is not whole.
     """
     events: dict[str, str] = {}
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return events
-    for line in lines:
+    for line in _lines(path):
         words = line.split()
         if len(words) != 3 or words[0] not in ("start", "done", "failed"):
             continue

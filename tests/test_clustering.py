@@ -114,7 +114,10 @@ def test_items_run_k_to_a_job_and_a_resume_redoes_only_incomplete_items(
 
 
 def test_values_reach_each_task_exactly(tmp_path: Path) -> None:
-    values = ['a "quoted" value', "back\\slash", "spaces  and\ttab", "{index} stays", "ünï"]
+    values = [
+        'a "quoted" value', "back\\slash", "spaces  and\ttab", "{index} stays", "ünï",
+        "line\u2028separator", "next\x85line",
+    ]  # fmt: skip
     config = pipeline(tmp_path, {"list": {"value": values}}, k=2)
     run_dir = tmp_path / "run"
     build(config, run_dir)
@@ -122,7 +125,11 @@ def test_values_reach_each_task_exactly(tmp_path: Path) -> None:
     (run_dir / "out/marker").touch()
     done = local(run_dir)
     assert done.returncode == 0, done.stderr
-    assert [(run_dir / f"out/item-{i}.txt").read_text() for i in range(5)] == values
+    assert [(run_dir / f"out/item-{i}.txt").read_text() for i in range(7)] == values
+    build(config, run_dir)  # and each task is complete: its fingerprint reads back
+    dag = (run_dir / "aframe.dag").read_text()
+    jobs = [line for line in dag.split("\n") if line.startswith("JOB gen")]
+    assert len(jobs) == 4 and all(line.endswith(" DONE") for line in jobs), jobs
 
 
 def test_run_time_fanout_clusters_when_its_sub_dag_is_written(tmp_path: Path) -> None:

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def read_tasks(path: Path) -> dict[str, dict[str, str]]:
     tasks = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # split at newlines only: a value may hold U+2028 or U+0085 (splitlines() splits there)
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line:
+            continue
         name, _, pairs = line.partition(" ")
         values = {}
         for key, value in PAIR.findall(pairs):
