@@ -605,26 +605,21 @@ def _count_tasks(run_path: Path, stage: StageStatus) -> None:
     dag = sub_dag if sub_dag.is_file() else run_path / "aframe.dag"
     with contextlib.suppress(OSError):
         stage.tasks = len(tasks_file.read_text(encoding="utf-8", errors="replace").splitlines())
-        pending = _pending_tasks(dag, f"{run_path}/{stage.name}.sub")
+        pending = _pending_tasks(dag, stage.name)
         events = completion.local_events(run_path / f"{stage.name}.tasks.record", written)
         done_since = sum(1 for task in pending if events.get(task) == "success")
         stage.tasks_done = stage.tasks - len(pending) + done_since
 
 
-def _pending_tasks(dag: Path, submit: str) -> set[str]:
+def _pending_tasks(dag: Path, stage: str) -> set[str]:
     """Tasks listed by the not-DONE jobs of one stage in a DAG file."""
-    jobs: set[str] = set()
-    pending: set[str] = set()
-    for line in dag.read_text(encoding="utf-8", errors="replace").split("\n"):
-        words = line.split()
-        if words[:1] == ["JOB"] and len(words) >= 3 and words[2] == submit:
-            if words[3:] != ["DONE"]:
-                jobs.add(words[1])
-        elif words[:1] == ["VARS"] and len(words) >= 3 and words[1] in jobs:
-            match = re.search(r'tasks="([^"]*)"', line)
-            if match:
-                pending.update(match.group(1).split())
-    return pending
+    jobs = _read_dag(dag).nodes.values()
+    return {
+        task
+        for job in jobs
+        if job.submit is not None and job.submit.name == f"{stage}.sub" and not job.done
+        for task in job.vars.get("tasks", "").split()
+    }
 
 
 def to_json(status: RunStatus) -> dict[str, Any]:

@@ -1036,7 +1036,7 @@ def build(
         raise RunDirError("the run dir is an empty path")
     run_path = write.absolute(run_dir)
     check_dag_path(run_path, "run dir")
-    python = sys.executable
+    python = python_for_scripts()
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
     loaded = load_config(config_path, overrides)
     with write.build_lock(run_path):  # from reading the run dir's records to the last write
