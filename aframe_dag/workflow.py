@@ -436,7 +436,6 @@ def judge(
     recipe, env = completion.submit_parts(plan.submit_text)
     image = completion.image_identity(plan.stage.image)
     patterns = [_pattern(parts) for parts in output_paths(config, run_dir, plan)]
-    files = completion.Outputs()
     stage = plan.stage_fingerprint = completion.stage_fingerprint(recipe, env, image)
     names = plan.node_names()
     plan.recorded = {n: state.nodes[n] for n in names if n in state.nodes}
