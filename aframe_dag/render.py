@@ -5,16 +5,20 @@ Nothing here touches the disk except reading the packaged templates.
 
 from __future__ import annotations
 
+import contextvars
 import functools
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import nativetypes
+from jinja2 import filters, nativetypes, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.visitor import NodeTransformer
 
 from aframe_dag.errors import RenderError
-from aframe_dag.quoting import Macro, Part, check_value, submit_value
+from aframe_dag.quoting import Macro, Part, check_value, submit_list, submit_value
 
 # Markers in rendered command text: \x01...\x02 wraps the output of an expression
 # (never split, even if it holds spaces), \x03NAME\x04 is an item macro.
@@ -29,9 +33,10 @@ def template_dir() -> Path:
 
 
 @functools.cache
-def file_environment() -> jinja2.Environment:
-    """The one Environment for the .sub and .dag templates."""
-    env = jinja2.Environment(
+def file_environment() -> ImmutableSandboxedEnvironment:
+    """The one Environment for the .sub and .dag templates (the package's own; config
+    values reach them as data, and a sandbox keeps them so)."""
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(template_dir()),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -41,6 +46,7 @@ def file_environment() -> jinja2.Environment:
     )
     # `{{ value | submit("key.path") }}`: a config value written as a plain submit value
     env.filters["submit"] = submit_value
+    env.filters["submit_list"] = submit_list
     return env
 
 
@@ -92,32 +98,223 @@ def _native_concat(values: Any) -> Any:
     return nativetypes.native_concat(parts)
 
 
-class _NativeEnvironment(nativetypes.NativeEnvironment):
+# --- the sandbox that config templates render in -------------------------------------
+#
+# A config is data from colleagues and environment variables: its templates may read the
+# values they are given and compute with them, and nothing else. They render in Jinja's
+# immutable sandbox (no attribute starting with _, no mutation of lists and dicts) with
+# only `range` as a global, the filters below, a few string methods, no `{% set %}`,
+# macros or includes, and bounded work: every value made, the output and the number of
+# loop steps and calls have ceilings, checked before the work is done.
+
+MAX_TEXT = 1_000_000  # characters (or list items) one value or one rendering may hold
+MAX_STEPS = 1_000_000  # loop steps, calls and operators in one rendering
+MAX_INT_BITS = 16_384  # about 4,900 digits: past Python's own int-to-text limit
+MAX_RANGE = 100_000  # items of one range()
+
+# Built-in filters that make nothing larger than their input (join and replace are
+# checked below); the rest (center, indent, format, wordwrap, random, ...) are not there.
+_FILTERS = (
+    "abs", "capitalize", "count", "d", "default", "dictsort", "first", "float", "int",
+    "items", "last", "length", "list", "lower", "map", "max", "min", "reject", "rejectattr",
+    "reverse", "round", "select", "selectattr", "sort", "string", "sum", "title", "trim",
+    "truncate", "unique", "upper", "wordcount",
+)  # fmt: skip
+# String methods a template may call: each makes at most a copy of its string
+_METHODS = frozenset((
+    "lower", "upper", "title", "capitalize", "strip", "lstrip", "rstrip", "split", "rsplit",
+    "startswith", "endswith", "removeprefix", "removesuffix", "count", "find", "rfind",
+    "index", "rindex", "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper",
+))  # fmt: skip
+# Template statements a config may not use, and what they are called
+_STATEMENTS: dict[type[nodes.Node], str] = {
+    nodes.Assign: "{% set %}", nodes.AssignBlock: "{% set %}", nodes.Macro: "{% macro %}",
+    nodes.CallBlock: "{% call %}", nodes.FilterBlock: "{% filter %}",
+    nodes.Include: "{% include %}", nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from %}", nodes.Extends: "{% extends %}", nodes.Block: "{% block %}",
+}  # fmt: skip
+_steps: contextvars.ContextVar[list[int]] = contextvars.ContextVar("steps")
+
+
+class TemplateLimit(RenderError):
+    """A template would do more work, or make a larger value, than a config may ask for."""
+
+
+def _spend() -> None:
+    left = _steps.get()
+    left[0] -= 1
+    if left[0] < 0:
+        raise TemplateLimit(f"the template takes more than {MAX_STEPS:,} steps")
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple) else 0
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_TEXT:
+        raise TemplateLimit(f"the template makes a value of more than {MAX_TEXT:,} characters")
+
+
+def _bounded_loop(iterable: Any) -> Iterator[Any]:
+    """Each step of a `{% for %}` loop spends one step."""
+    for value in iterable:
+        _spend()
+        yield value
+
+
+def _concat(values: list[Any]) -> str:
+    """`a ~ b`, bounded."""
+    texts = [str(v) for v in values]
+    _check_size(sum(map(len, texts)))
+    return "".join(texts)
+
+
+def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    items = list(value)
+    _check_size(sum(len(str(i)) for i in items) + len(str(d)) * max(len(items) - 1, 0))
+    return filters.do_join(eval_ctx, items, d, attribute)
+
+
+def _replace(eval_ctx: Any, s: Any, old: str, new: str, count: int | None = None) -> str:
+    text, old, new = str(s), str(old), str(new)
+    times = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:
+        times = min(times, count)
+    _check_size(len(text) + times * max(len(new) - len(old), 0))
+    return filters.do_replace(eval_ctx, text, old, new, count)
+
+
+_join = jinja2.pass_eval_context(_join)
+_replace = jinja2.pass_eval_context(_replace)
+
+
+def _safe_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise TemplateLimit(f"range() of more than {MAX_RANGE:,} items")
+    return numbers
+
+
+def _format_widths(text: str) -> int:
+    """The widest field of a printf-style format (* counts as too wide to tell)."""
+    widest = 0
+    for width, precision in re.findall(r"%[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?", text):
+        for number in (width, precision):
+            widest = max(widest, MAX_TEXT + 1 if number == "*" else int(number or 0))
+    return widest
+
+
+class _Bounds(NodeTransformer):
+    """Refuses the statements above; wraps each loop and `~` in a bounded helper."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "__loop", [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        items = nodes.List(node.nodes, lineno=node.lineno)
+        return nodes.Filter(items, "__concat", [], [], None, None, lineno=node.lineno)
+
+    def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> nodes.Node:
+        if type(node) in _STATEMENTS:
+            raise RenderError(
+                f"line {node.lineno}: {_STATEMENTS[type(node)]} is not allowed in a config template"
+            )
+        return super().generic_visit(node, *args, **kwargs)
+
+
+class ConfigSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, narrowed to reading values and bounded computing."""
+
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(undefined=jinja2.StrictUndefined, autoescape=False, **options)
+        self.globals.clear()
+        self.globals["range"] = _safe_range
+        self.filters = {name: self.filters[name] for name in _FILTERS}
+        self.filters.update(
+            join=_join, replace=_replace, dq_flags=dq_flags, __loop=_bounded_loop, __concat=_concat
+        )
+
+    def from_config(self, source: str) -> jinja2.Template:
+        """A config's template, checked and bounded (see _Bounds)."""
+        tree = _Bounds().visit(self.parse(source))
+        return self.from_string(tree)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # params.items is the param named items (never the dict's method)
+        if isinstance(obj, Mapping | ItemPlaceholder | jinja2.Undefined):
+            return self.getitem(obj, attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, jinja2.Undefined):
+            str(obj)  # what is undefined is named: "'cycler' is undefined" (StrictUndefined)
+        if isinstance(obj, Mapping | ItemPlaceholder):
+            try:
+                return obj[argument]
+            except (KeyError, TypeError, AttributeError):
+                return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if callable(value) and isinstance(obj, str | list | tuple | int | float):
+            return isinstance(obj, str) and attr in _METHODS
+        return super().is_safe_attribute(obj, attr, value)
+
+    def wrap_str_format(self, value: Any) -> None:
+        return None  # str.format is no method a template may call (its widths are unbounded)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _spend()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _spend()
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and abs(left) > 1 and right * abs(left).bit_length() > MAX_INT_BITS:
+                raise TemplateLimit(f"{left} ** {right} is too large a number")
+        elif operator == "*":
+            if isinstance(left, int) and isinstance(right, int):
+                if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                    raise TemplateLimit("the template makes too large a number")
+            elif isinstance(right, int):
+                _check_size(_size(left) * right)
+            elif isinstance(left, int):
+                _check_size(_size(right) * left)
+        elif operator == "+":
+            _check_size(_size(left) + _size(right))
+        elif operator == "%" and isinstance(left, str):
+            _check_size(len(left) + _format_widths(left))
+        return super().call_binop(context, operator, left, right)
+
+
+class _NativeSandbox(nativetypes.NativeEnvironment, ConfigSandbox):
     concat = staticmethod(_native_concat)
 
 
 class _NativeTemplate(nativetypes.NativeTemplate):
-    environment_class = _NativeEnvironment
+    environment_class = _NativeSandbox
 
 
-_NativeEnvironment.template_class = _NativeTemplate
+_NativeSandbox.template_class = _NativeTemplate
 
 
-def _command_environment(native: bool = False) -> jinja2.Environment:
-    cls = _NativeEnvironment if native else jinja2.Environment
-    env = cls(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
+def _command_environment(native: bool = False) -> ConfigSandbox:
+    cls = _NativeSandbox if native else ConfigSandbox
+    return cls(
         keep_trailing_newline=False,
         finalize=(lambda v: _Text(v) if isinstance(v, str) else v) if native else _finalize,
     )
-    env.filters["dq_flags"] = dq_flags
-    return env
 
 
 _COMMANDS = _command_environment()
 _NATIVE = _command_environment(native=True)
-_PLAIN = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+_PLAIN = ConfigSandbox()
 
 
 class ItemField(str):
@@ -154,17 +351,33 @@ class ItemPlaceholder:
     __getitem__ = __getattr__
 
 
-def _render(env: jinja2.Environment, source: str, context: Mapping[str, Any], where: str) -> Any:
+def _render(env: ConfigSandbox, source: str, context: Mapping[str, Any], where: str) -> Any:
+    """Render a config's template in `env`: checked, bounded, its errors naming `where`."""
+    token = _steps.set([MAX_STEPS])
     try:
-        return env.from_string(source).render(**context)
+        template = env.from_config(source)
+        chunks = template.root_render_func(template.new_context(dict(context)))
+        return env.concat(_bounded_output(chunks))  # type: ignore[attr-defined]
     except RenderError as exc:
         raise RenderError(f"{where}: {exc}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(f"{where}: template syntax error: {exc.message}") from None
-    except jinja2.UndefinedError as exc:
+    except (jinja2.UndefinedError, SecurityError) as exc:
         raise RenderError(f"{where}: {exc.message}") from None
     except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
         raise RenderError(f"{where}: {exc}") from None
+    except MemoryError:
+        raise TemplateLimit(f"{where}: the template needs more memory than there is") from None
+    finally:
+        _steps.reset(token)
+
+
+def _bounded_output(chunks: Iterator[Any]) -> Iterator[Any]:
+    total = 0
+    for chunk in chunks:
+        total += _size(chunk) if isinstance(chunk, str) else 1
+        _check_size(total)
+        yield chunk
 
 
 def render_text(source: str, context: Mapping[str, Any], where: str) -> str:
