@@ -4,13 +4,18 @@ Rules (HTCondor manual, condor_submit, "arguments" and "environment", new syntax
 the whole value is in double quotes; whitespace separates arguments (or NAME=value
 pairs); a literal double quote is written twice (""); single quotes group text
 that contains whitespace, and a literal single quote inside them is written twice
-(''). Every submit value then goes through macro expansion, where "$(" starts a
-macro: a literal "$(" is written "$(DOLLAR)(" ($(DOLLAR) expands to "$").
+(''). Every submit value then goes through macro expansion (manual, "Submit Description
+File Commands", macros and macro functions), where "$(" starts a macro and "$NAME(" a
+macro function: $ENV(VAR) reads the submitter's environment, $RANDOM_INTEGER(..),
+$CHOICE(..), $INT(..), $REAL(..), $SUBSTR(..), $F[pdnxbqa](..), $BASENAME(..),
+$DIRNAME(..), $EVAL(..) compute. The "$" of each is written "$(DOLLAR)", which expands
+to "$" and is not expanded again, so any "$WORD(" arrives as it was written.
 DAG files (manual, DAGMan "VARS"): a value is in double quotes and only \\ and \"
 are escapes.
 
-A value that cannot survive these layers (newlines, "$$(", the text "$(DOLLAR)")
-is refused by name instead of being written altered.
+A value that cannot survive these layers (newlines, "$$(" or "$$WORD(", the text
+"$(DOLLAR)" in any case, a "$WORD(" never closed) is refused by name instead of being
+written altered.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ MACRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NEEDS_SINGLE_QUOTES = re.compile(r"[\s']")
 _FORBIDDEN = ("\n", "\r", "\x00")
 _SPECIAL = re.compile(r"[\"'$\\\n\r\x00]")
+# the "$" that starts a macro "$(" or a macro function "$NAME(" (see the module's doc)
+_MACRO_START = re.compile(r"\$(?=[A-Za-z0-9_]*\()")
+# what no escape carries: "$$(" is expanded when the job matches a machine, after
+# condor_submit, and "$(DOLLAR)" (macro names ignore case) would be read as the escape
+_FUNCTION = re.compile(r"\$[A-Za-z0-9_]+\(")
+_UNCARRIED = re.compile(r"\$\$[A-Za-z0-9_]*\(|\$\(DOLLAR\)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -46,12 +57,34 @@ def check_value(value: str, what: str) -> str:
                 f"{what}: contains a {char!r} character, which HTCondor files "
                 f"cannot carry: {value!r}"
             )
-    # "$$(" starts HTCondor's match-time $$() expansion, and "$(DOLLAR)" is
-    # itself the escape for "$": neither can be written so that it arrives as is.
-    for bad in ("$$(", "$(DOLLAR)"):
-        if bad in value:
-            raise QuotingError(f"{what}: contains {bad!r}, which HTCondor would expand: {value!r}")
+    if "$" not in value:
+        return value
+    bad = _UNCARRIED.search(value)
+    if bad:
+        raise QuotingError(
+            f"{what}: contains {bad.group()!r}, which HTCondor would expand: {value!r}"
+        )
+    unclosed = _unclosed_function(value)
+    if unclosed:
+        raise QuotingError(
+            f"{what}: contains {unclosed!r} with no closing ')', which HTCondor's macro "
+            f"expansion misreads: {value!r}"
+        )
     return value
+
+
+def _unclosed_function(value: str) -> str | None:
+    # condor_submit, meeting an unclosed "$INT(" (a macro function's name), stops undoing
+    # the "$(DOLLAR)" escapes after it (measured with htcondor2.Submit.expand)
+    for match in _FUNCTION.finditer(value):
+        depth = 0
+        for char in value[match.end() - 1 :]:
+            depth += (char == "(") - (char == ")")
+            if depth == 0:
+                break
+        else:
+            return match.group()
+    return None
 
 
 def submit_value(value: str, what: str) -> str:
@@ -64,6 +97,17 @@ def submit_value(value: str, what: str) -> str:
             f"{what}: starts or ends with whitespace, which HTCondor would drop: {value!r}"
         )
     return escape_macros(value)
+
+
+def submit_list(values: Iterable[str], what: str) -> str:
+    """A submit file list (transfer_input_files): each value as `submit_value`, refused if
+    it holds the ',' that separates them."""
+    for value in values:
+        if "," in value:
+            raise QuotingError(
+                f"{what}: {value!r} contains ',', which separates HTCondor's file lists"
+            )
+    return ", ".join(submit_value(value, what) for value in values)
 
 
 def bind_path(path: str, what: str) -> str:
@@ -79,8 +123,8 @@ def bind_path(path: str, what: str) -> str:
 
 
 def escape_macros(text: str) -> str:
-    """Escape literal `$(` so submit-time macro expansion leaves the text as is."""
-    return text.replace("$(", "$(DOLLAR)(")
+    """Escape each `$(` and `$NAME(` so that submit-time expansion leaves the text as is."""
+    return _MACRO_START.sub("$(DOLLAR)", text) if "$" in text else text
 
 
 def _escape_quoted(text: str) -> str:

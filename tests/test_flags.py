@@ -206,6 +206,35 @@ def test_s3_inputs_need_credential_files(tmp_path: Path, image_dir: Path, ligo_e
     assert sub["aws_secret_access_key_file"] == f"{keys}/secret"
 
 
+def test_remote_values_reach_the_job_ad_as_written(
+    tmp_path: Path, image_dir: Path, ligo_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $ENV(...) in a remote value would be expanded by condor_submit into the job ad,
+    # which every user of the pool can read: each arrives as written, or is refused
+    monkeypatch.setenv("HOSTILE", "leaked")
+    run_dir = tmp_path / "run"
+    keys = tmp_path / "keys$ENV(HOSTILE)"
+    code, _, err = sandbox(
+        run_dir, image_dir, "--train-remote",
+        "--set", "remote.output_destination=osdf:///ligo/$ENV(HOSTILE)/$RANDOM_INTEGER(1,9)",
+        "--set", f"remote.aws_access_key_id_file={keys}/id",
+        "--set", f"remote.aws_secret_access_key_file={keys}/secret",
+    )  # fmt: skip
+    assert code == 0, err
+    sub = htcondor2.Submit((run_dir / "train.sub").read_text())
+    assert sub.expand("output_destination") == "osdf:///ligo/$ENV(HOSTILE)/$RANDOM_INTEGER(1,9)"
+    assert sub.expand("aws_access_key_id_file") == f"{keys}/id"
+    assert "leaked" not in (run_dir / "train.sub").read_text()
+    code, _, err = sandbox(
+        tmp_path / "comma", image_dir, "--train-remote", "--set",
+        'stages.train.inputs=["/data/a,b"]',
+    )  # fmt: skip
+    assert code == 1
+    assert err.strip() == (
+        "Error: stages.train.inputs: 'data/a,b' contains ',', which separates HTCondor's file lists"
+    )
+
+
 def test_run_local_runs_a_remote_stage_in_a_scratch_dir_and_brings_outputs_back(
     tmp_path: Path,
 ) -> None:

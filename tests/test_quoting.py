@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import htcondor2
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aframe_dag.errors import QuotingError
@@ -18,6 +21,7 @@ from aframe_dag.quoting import (
     join_continuations,
     split_arguments,
     split_environment,
+    submit_value,
     vars_value,
 )
 
@@ -67,7 +71,7 @@ def test_bad_environment_name_is_refused() -> None:
         environment_value({"1A": ["x"]}, "env")
 
 
-@pytest.mark.parametrize("value", ["a\nb", "a\rb", "x$$(y)", "$(DOLLAR)", "nul\x00"])
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "x$$(y)", "$(DOLLAR)", "nul\x00", "$$ENV(x)"])
 def test_unrepresentable_values_are_refused_by_name(value: str) -> None:
     with pytest.raises(QuotingError, match=r"params\.x"):
         vars_value(value, "params.x")
@@ -109,7 +113,7 @@ MEASURED = [
 text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00"),
     max_size=40,
-).filter(lambda v: "$$(" not in v and "$(DOLLAR)" not in v)
+).filter(lambda v: not re.search(r"\$\$\w*\(|\$\(dollar\)", v, re.IGNORECASE))
 
 
 def decode_node_value(vars_text: str, template: str) -> list[str]:
@@ -156,3 +160,80 @@ def test_htcondor_line_continuation_joins_argument_lines() -> None:
     assert "\\\n" in arguments
     submit = htcondor2.Submit(f"executable = /bin/true\narguments = {arguments}\nqueue\n")
     assert split_arguments(submit.expand("arguments")) == ["prog", "a b", "--x=1"]
+
+
+# Submit-language macro functions (manual, "Submit Description File Commands"): built
+# from their pieces so that every $NAME( form, nested and doubled, is drawn often
+MACRO_PIECES = [
+    "$", "$$", "(", ")", "ENV", "env", "RANDOM_INTEGER", "RANDOM_CHOICE", "CHOICE", "INT",
+    "REAL", "SUBSTR", "Fn", "Fqa", "BASENAME", "DIRNAME", "EVAL", "DOLLAR", "dollar",
+    "AFRAME_TEST_SECRET", ",", "0", "1", "x", " ", "'", '"', ":",
+]  # fmt: skip
+macro_text = st.lists(st.sampled_from(MACRO_PIECES), max_size=12).map("".join)
+UNCARRIED = re.compile(r"\$\$[A-Za-z0-9_]*\(|\$\(dollar\)", re.IGNORECASE)
+
+
+def unclosed(value: str) -> bool:
+    """Holds a `$NAME(` whose parenthesis is never closed."""
+    for match in re.finditer(r"\$\w+\(", value):
+        rest = value[match.end() :]
+        depth = 1
+        for char in rest:
+            depth += (char == "(") - (char == ")")
+            if not depth:
+                break
+        if depth:
+            return True
+    return False
+
+
+def through_htcondor(value: str) -> tuple[list[str], list[str], dict[str, str]]:
+    """`value` as condor_submit hands it to the job: a literal argument, a VARS value
+    in an argument, and an environment value (macros and functions expanded)."""
+    arguments = arguments_value([[["prog"], [value], ["--v=", Macro("v")], ["$(x)"]]], "t")
+    environment = environment_value({"V": [value], "W": [Macro("v")]}, "t")
+    submit = htcondor2.Submit(f"arguments = {arguments}\nenvironment = {environment}\n")
+    submit["v"] = dag_unescape(vars_value(value, "v"))  # what DAGMan passes from VARS
+    argv = split_arguments(submit.expand("arguments"))
+    assert argv[3:] == ["$(x)"]  # what follows is still unescaped
+    return argv[:2], argv[2:3], split_environment(submit.expand("environment"))
+
+
+@settings(max_examples=400)
+@given(macro_text)
+def test_macro_functions_arrive_unexpanded_or_are_refused(value: str) -> None:
+    os.environ["AFRAME_TEST_SECRET"] = "s3cret"  # what $ENV(...) would put in the job
+    try:
+        literal, from_vars, env = through_htcondor(value)
+    except QuotingError:
+        assert UNCARRIED.search(value) or unclosed(value), value
+        return
+    assert literal == ["prog", value]
+    assert from_vars == [f"--v={value}"]
+    assert env == {"V": value, "W": value}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["$ENV(AFRAME_TEST_SECRET)", "$RANDOM_INTEGER(1,9)", "$RANDOM_CHOICE(a,b)", "$CHOICE(0,a)",
+     "$INT(3)", "$REAL(3)", "$SUBSTR(abc,1)", "$Fn(/a/b.c)", "$BASENAME(/a/b)", "$DIRNAME(/a/b)",
+     "$EVAL(1+2)", "a$ENV(AFRAME_TEST_SECRET)$ENV(X)", "$ENV($ENV(X))", "$(x$ENV(X))"],
+)  # fmt: skip
+def test_each_macro_function_arrives_unexpanded(value: str) -> None:
+    os.environ["AFRAME_TEST_SECRET"] = "s3cret"
+    assert through_htcondor(value) == (["prog", value], [f"--v={value}"], {"V": value, "W": value})
+    assert submit_value(value, "k") == value.replace("$", "$(DOLLAR)")
+
+
+@pytest.mark.parametrize(
+    "value", ["$$ENV(X)", "a$$RANDOM_INTEGER(1,2)", "$$(x)", "$(dollar)", "$(Dollar)x"]
+)
+def test_match_time_and_escape_lookalikes_are_refused(value: str) -> None:
+    with pytest.raises(QuotingError, match=r"^k: contains '.*', which HTCondor would expand"):
+        submit_value(value, "k")
+
+
+@pytest.mark.parametrize("value", ["$INT(", "$CHOICE(1,(a)", "x $Fn(a b"])
+def test_unclosed_macro_functions_are_refused(value: str) -> None:
+    with pytest.raises(QuotingError, match=r"^k: contains '\$\w+\(' with no closing '\)'"):
+        submit_value(value, "k")
