@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from aframe_dag import graph, schema
+from aframe_dag import files, graph, schema
 from aframe_dag.errors import ConfigError
 from aframe_dag.schema import rule
 
@@ -269,6 +269,7 @@ class LoadedConfig:
 
 MAX_VALUES = 500_000
 MAX_DEPTH = 64
+MAX_CONFIG_BYTES = 16 * 2**20  # a config (or a file it extends) is read up to this size
 
 
 def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
@@ -325,7 +326,7 @@ def read_yaml(path: Path, children: tuple[Path, ...] = ()) -> tuple[dict[str, An
     """Parse a YAML mapping (and the config it `extends`); errors name `file:line`."""
     path = find_config(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_text(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except UnicodeDecodeError as exc:
@@ -362,7 +363,7 @@ def read_yaml(path: Path, children: tuple[Path, ...] = ()) -> tuple[dict[str, An
     if not isinstance(parent, str) or not parent:
         raise ConfigError(f"{source.where(('extends',))}: extends: must be a config file name")
     base_path = find_config(path.parent / parent)
-    if not base_path.is_file():
+    if not base_path.exists():
         where = source.where(("extends",))
         raise ConfigError(f"{where}: extends: no such config file {str(base_path)!r}")
     chain = (*children, path.resolve())

@@ -11,15 +11,15 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from aframe_dag import quoting, schema
+from aframe_dag import files, quoting, schema
 from aframe_dag.errors import FanoutError, QuotingError
 from aframe_dag.schema import rule
 
 Item = dict[str, str]
 MAX_ITEMS = 200_000
+MAX_SEGMENTS_BYTES = 256 * 2**20  # a segments file is read up to this size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +60,7 @@ def num_list(values: list[float]) -> str:
 def read_segments(path: str) -> list[tuple[float, float]]:
     """(start, duration) pairs of a segwizard file: index, start, stop, duration."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = files.read_text(path, MAX_SEGMENTS_BYTES, pipe=True)
     except OSError as exc:
         raise FanoutError(f"{path}: cannot read segments file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
