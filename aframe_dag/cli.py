@@ -221,6 +221,11 @@ def build(
     )
     if summary.moved:
         click.echo(f"Moved the last run's records aside: {', '.join(summary.moved)}")
+    if summary.moved_stages:
+        click.echo(
+            f"Moved the files of {', '.join(summary.stale)} (in the last build, not in this "
+            f"one) aside: {', '.join(summary.moved_stages)}"
+        )
     for warning in summary.warnings:
         click.echo(f"Warning: {warning}", err=True)
     click.echo("Submit with:")

@@ -40,7 +40,14 @@ GPU_ID = re.compile(r"[0-9]+|(?:GPU|MIG)-[0-9A-Za-z-]+")
 
 
 class RunError(AframeDagError):
-    """run-local cannot start: a missing program, a bad --gpus, a lock held by another."""
+    """run-local cannot start or go on: a missing program, a bad --gpus, a lock held by
+    another, its own files (record, lock, logs) that cannot be read or written."""
+
+
+def file_error(exc: OSError) -> RunError:
+    """An OS error on one of run-local's own files, as one line naming the file."""
+    name = f"{exc.filename}: " if exc.filename is not None else ""
+    return RunError(f"{name}{exc.strerror or exc}")
 
 
 @dataclass
@@ -345,6 +352,12 @@ class Runner:
                 raise RunError(f"{path}: executable {name} not found{hint}")
 
     # --- running ----------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Stop every node and service still running (what was recorded stands)."""
+        self._kill_all()
+        for dag in list(self.services):
+            self._stop_services(Path(dag))
 
     def run(self) -> Outcome:
         while not self.stop:
@@ -703,20 +716,34 @@ def run_local(
         raise RunDirError(f"{run_path}: no aframe.dag (run `aframe-dag build` first)")
     if jobs < 1:
         raise RunError(f"--jobs must be >= 1, got {jobs}")
-    with run_lock(run_path):
-        runner = Runner(run_path, gpus, jobs, report or (lambda message, progress: None))
+    try:
+        with run_lock(run_path):
+            return _run_locked(run_path, dag_path, gpus, jobs, report)
+    except OSError as exc:  # the lock, the record or a log, before the run or after it
+        raise file_error(exc) from None
+
+
+def _run_locked(
+    run_path: Path, dag_path: Path, gpus: list[str], jobs: int, report: Report | None
+) -> Outcome:
+    runner = Runner(run_path, gpus, jobs, report or (lambda message, progress: None))
+
+    def interrupt(signum: int, _frame: object) -> None:
+        runner.stop = True
+        runner.wake.set()
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
         runner.begin(dagfile.parse_dag(dag_path))
-
-        def interrupt(signum: int, _frame: object) -> None:
-            runner.stop = True
-            runner.wake.set()
-
-        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            return runner.run()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        return runner.run()
+    except OSError:
+        # the runner's own files (its record, a log, a full disk): stop what runs, and
+        # let the next run resume from what was recorded
+        runner.abort()
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def dry_run(run_dir: str | Path, gpus: list[str]) -> Iterator[str]:

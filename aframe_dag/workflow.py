@@ -24,6 +24,7 @@ from aframe_dag import (
     write,
 )
 from aframe_dag.config import (
+    NAME,
     Config,
     Dev,
     LoadedConfig,
@@ -31,6 +32,7 @@ from aframe_dag.config import (
     Wandb,
     dump_config,
     load_config,
+    read_yaml,
 )
 from aframe_dag.errors import ConfigError, FanoutError, GraphError, RunDirError
 
@@ -162,6 +164,8 @@ class Summary:
     dag: Path
     warnings: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # stages of the last build not in this
+    moved_stages: list[str] = field(default_factory=list)  # their files, moved aside
 
 
 def check_dag_path(path: Path, what: str) -> None:
@@ -341,7 +345,7 @@ def plan_stage(
         )
     plan = StagePlan(name=name, stage=stage, parents=list(stage.after), spec=spec, fields=[])
     if spec is not None:
-        missing = [p for p in spec.inputs() if not Path(p).exists()]
+        missing = [p for p in spec.inputs() if not _exists(p, f"{prefix}: input")]
         # an input that exists may still be rewritten upstream (expand_now False)
         if spec.inputs() and (expand_now is False or (expand_now is None and missing)):
             plan.waits_for = missing[0] if missing else spec.inputs()[0]
@@ -355,6 +359,14 @@ def plan_stage(
                 )
     plan.submit_text = submit_text(config, run_dir, plan)
     return plan
+
+
+def _exists(path: str, what: str) -> bool:
+    """Whether a file is there; a path the system cannot look up is an error naming it."""
+    try:
+        return Path(path).exists()
+    except OSError as exc:  # a name too long, say (exists() raises for those)
+        raise FanoutError(f"{what} {path}: {exc.strerror}") from None
 
 
 def make_plan(
@@ -507,10 +519,7 @@ def output_paths(config: Config, run_dir: Path, plan: StagePlan) -> list[list[qu
 
 def _pattern(parts: list[quoting.Part]) -> str:
     """An output path as a format string: item macros become {name}."""
-    return "".join(
-        p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{{p.name}}}"
-        for p in parts
-    )
+    return "".join(_braced(p) for p in parts)
 
 
 # --- submit files ------------------------------------------------------------
@@ -680,7 +689,7 @@ def _tasks_command(
     """A clustered stage's command: the tasks wrapper, then the command with each item
     field as `{field}`, which the wrapper fills from RUN/STAGE.tasks for each task."""
     python = _python(command, mode)
-    words = [[p if isinstance(p, str) else f"{{{p.name}}}" for p in token] for token in command]
+    words = [[_braced(p) for p in token] for token in command]
     wrapper: list[list[quoting.Part]] = [
         [python],
         [entry("tasks")],
@@ -690,6 +699,13 @@ def _tasks_command(
         ["--"],
     ]
     return wrapper + words
+
+
+def _braced(part: quoting.Part) -> str:
+    """A command's part for the tasks wrapper: a field as `{field}`, literal braces doubled."""
+    if isinstance(part, quoting.Macro):
+        return f"{{{part.name}}}"
+    return part.replace("{", "{{").replace("}", "}}")
 
 
 def _python(command: list[list[quoting.Part]], mode: str) -> str:
@@ -822,16 +838,19 @@ def _periodic_remove(held_for: int, max_memory: str | None) -> list[str]:
     clauses = []
     if held_for:
         clauses.append(f"(JobStatus == 5 && time() - EnteredCurrentStatus > {held_for})")
-    if max_memory:
-        clauses.append(f"(JobStatus == 2 && MemoryUsage >= {megabytes(max_memory)})")
+    if max_memory:  # it used more than its ceiling allows (held, idle or running)
+        clauses.append(f"(MemoryUsage =!= undefined && MemoryUsage > {megabytes(max_memory)})")
     return clauses
 
 
 def _periodic_release(max_memory: str | None, gpu: Escalation | None) -> list[str]:
     """ClassAd clauses that release a held job to try again with more memory."""
     clauses = []
-    if max_memory:  # held for exceeding its memory (26, 34): the LIGO pattern
-        clauses.append("((HoldReasonCode =?= 26 || HoldReasonCode =?= 34) && JobStatus == 5)")
+    if max_memory:  # held for exceeding its memory (26, 34), below its ceiling: the LIGO pattern
+        clauses.append(
+            "((HoldReasonCode =?= 26 || HoldReasonCode =?= 34) && JobStatus == 5 "
+            f"&& MemoryUsage <= {megabytes(max_memory)})"
+        )
     if gpu:  # held by on_exit_hold for running out of GPU memory, while a bigger GPU is allowed
         clauses.append(
             f"(HoldReasonCode =?= 3 && HoldReasonSubCode =?= 86 && NumJobStarts <= {gpu.steps})"
@@ -1058,6 +1077,7 @@ def _build(
         raise RunDirError(f"{run_path}: run-local (pid {holder}) is running on it; wait or stop it")
     state = completion.harvest(run_path) if run_path.is_dir() else completion.State()
     plan = make_plan(loaded, run_path, targets, state, rerun)
+    stale = _stale_stages(run_path, loaded.config, plan, force)
     for check in preflight.cheap(plan.config, run_path, os.environ):
         if not check.ok and not check.warning:
             raise ConfigError(f"{check.name}: {check.message}")
@@ -1081,7 +1101,9 @@ def _build(
         "fingerprints.json": completion.fingerprints_text(plan.stages, "aframe.dag"),
     }
     write.check_dirs(data_dirs)  # before the run dir is written: all or nothing
-    moved = write.write_run_dir(run_path, {**files, **records}, dirs, force=force)
+    moved, moved_stages = write.write_run_dir(
+        run_path, {**files, **records}, dirs, force=force, stale=stale
+    )
     write.make_dirs(data_dirs)
     warnings = []
     if run_path.resolve().is_relative_to("/tmp"):
@@ -1098,7 +1120,47 @@ def _build(
         dag=run_path / "aframe.dag",
         warnings=warnings,
         moved=moved,
+        stale=stale,
+        moved_stages=moved_stages,
     )
+
+
+def _stale_stages(run_path: Path, config: Config, plan: Plan, force: bool) -> list[str]:
+    """The stages of the run dir's last build that this build does not write (their files
+    are moved aside, so that no command reads them as this run's). A run dir holding
+    another pipeline (another name, or stages this config does not have) is refused
+    unless `force`."""
+    path = run_path / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        data, _ = read_yaml(path)
+    except ConfigError as exc:
+        if force:
+            return []
+        raise RunDirError(
+            f"{exc} (the config of the run dir's last build); build elsewhere, or pass "
+            "--force to move the last run's records aside"
+        ) from None
+    name, stages = data.get("name"), data.get("stages")
+    old = (
+        [s for s in stages if isinstance(s, str) and re.fullmatch(NAME, s)]
+        if isinstance(stages, dict)
+        else []
+    )
+    unknown = [s for s in old if s not in config.stages]
+    if not force and (name != config.name or unknown):
+        what = (
+            f"pipeline {name!r}, not {config.name!r}"
+            if name != config.name
+            else f"stages this config does not have ({', '.join(unknown)})"
+        )
+        raise RunDirError(
+            f"{run_path}: holds another pipeline's run: {what}; build it in another run "
+            "dir, or pass --force to move the old run's files aside"
+        )
+    built = {s.name for s in plan.stages}
+    return [s for s in old if s not in built]
 
 
 DAGMAN_CONFIG = """\

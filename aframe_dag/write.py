@@ -120,13 +120,19 @@ def build_running(run_dir: Path) -> bool:
 
 
 def write_run_dir(
-    run_dir: Path, files: Mapping[str, str], dirs: Iterable[str], force: bool = False
-) -> list[str]:
+    run_dir: Path,
+    files: Mapping[str, str],
+    dirs: Iterable[str],
+    force: bool = False,
+    stale: Iterable[str] = (),
+) -> tuple[list[str], list[str]]:
     """Write all files of a run dir (it exists: `build_lock` made it), all or none.
 
     Every file is written beside its place first, and only once all are written are they
-    renamed into place: a full or read-only disk leaves the run dir as it was.
-    Returns what `force` moved aside (relative paths), to say so.
+    renamed into place: a full or read-only disk leaves the run dir as it was. The files
+    of `stale` stages (built last time, not now) are moved aside, and with `force` the
+    last run's records too. Returns what was moved aside (paths in the run dir), the
+    records and the stale stages' files, to say so.
     """
     found = dagman_state(run_dir)
     if found and not force:
@@ -142,32 +148,54 @@ def write_run_dir(
             staged.append((_stage(run_dir / name, text), run_dir / name))
         for name in dirs:
             _mkdir(run_dir / name)
-        moved = move_aside(run_dir) if force else []
+        records = run_records(run_dir) if force else []
+        stages = [p for p in stage_files(run_dir, stale) if p not in records]
+        moved = move_aside(run_dir, [*records, *stages])
         for tmp, path in staged:
             _rename(tmp, path)
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)  # those renamed are gone already
         raise
-    return moved
+    return moved[: len(records)], moved[len(records) :]
 
 
-def move_aside(run_dir: Path) -> list[str]:
-    """Move the last run's records (DAGMan's files included) into RUN/previous-N/."""
-    records = sorted({p for pattern in RUN_RECORDS for p in run_dir.glob(pattern) if p.is_file()})
-    if not records:
+def run_records(run_dir: Path) -> list[Path]:
+    """The last run's records (DAGMan's files included)."""
+    return sorted({p for pattern in RUN_RECORDS for p in run_dir.glob(pattern) if p.is_file()})
+
+
+def stage_files(run_dir: Path, stages: Iterable[str]) -> list[Path]:
+    """A stage's files in the run dir (STAGE.*, STAGE-service.*) and its logs."""
+    names = [n for stage in stages for n in (stage, f"{stage}-service")]
+    if not names:
+        return []
+    prefixes = tuple(f"{n}." for n in names)
+    paths = [p for p in run_dir.iterdir() if p.is_file() and p.name.startswith(prefixes)]
+    logs = [run_dir / "logs" / n for n in names if (run_dir / "logs" / n).is_dir()]
+    return sorted(paths) + logs
+
+
+def move_aside(run_dir: Path, paths: list[Path]) -> list[str]:
+    """Move files and dirs of the run dir into RUN/previous-N/, at the same relative paths
+    (in the order given)."""
+    if not paths:
         return []
     number = 1
     while (run_dir / f"previous-{number}").exists():
         number += 1
     target = run_dir / f"previous-{number}"
     _mkdir(target)
+    moved = []
     try:
-        for path in records:
-            path.rename(target / path.name)
+        for path in paths:
+            relative = path.relative_to(run_dir)
+            _mkdir((target / relative).parent)
+            path.rename(target / relative)
+            moved.append(f"{target.name}/{relative}")
     except OSError as exc:
         raise RunDirError(f"{run_dir}: cannot move {path.name} aside: {exc.strerror}") from None
-    return [f"{target.name}/{p.name}" for p in records]
+    return moved
 
 
 def absolute(path: str | Path) -> Path:

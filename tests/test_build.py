@@ -256,12 +256,89 @@ def test_memory_escalation_follows_the_ligo_pattern(
     request = classad2.ExprTree(submit["request_memory"])
     assert request.eval(classad2.ClassAd()) == 16384  # 16GB before any usage is known
     assert request.eval(classad2.ClassAd({"MemoryUsage": 20000})) == 60000
+    assert request.eval(classad2.ClassAd({"MemoryUsage": 48000})) == 65536  # capped
     release = classad2.ExprTree(submit["periodic_release"])
-    assert release.eval(classad2.ClassAd({"JobStatus": 5, "HoldReasonCode": 34})) is True
-    assert release.eval(classad2.ClassAd({"JobStatus": 5, "HoldReasonCode": 12})) is False
+    held = {"JobStatus": 5, "HoldReasonCode": 34, "MemoryUsage": 20000}
+    assert release.eval(classad2.ClassAd(held)) is True
+    assert release.eval(classad2.ClassAd({**held, "HoldReasonCode": 12})) is False
+    assert release.eval(classad2.ClassAd({**held, "MemoryUsage": 65536})) is True
+    assert release.eval(classad2.ClassAd({**held, "MemoryUsage": 65537})) is False
     remove = classad2.ExprTree(submit["periodic_remove"])
-    assert remove.eval(classad2.ClassAd({"JobStatus": 2, "MemoryUsage": 65536})) is True
-    assert remove.eval(classad2.ClassAd({"JobStatus": 2, "MemoryUsage": 60000})) is False
+    now = int(time.time())
+    for status in (1, 2, 5):  # idle, running, held
+        ad = {"JobStatus": status, "EnteredCurrentStatus": now}
+        assert remove.eval(classad2.ClassAd({**ad, "MemoryUsage": 65537})) is True
+        assert remove.eval(classad2.ClassAd({**ad, "MemoryUsage": 65536})) is False
+    assert remove.eval(classad2.ClassAd({"JobStatus": 1})) is False  # nothing used yet
+
+
+def escalate(submit: htcondor2.Submit, need: int) -> tuple[str, list[int]]:
+    """HTCondor's life of a job needing `need` MB under the .sub's memory policy: it runs
+    at its request; past the request it is held (code 34) with what it used; the schedd
+    evaluates periodic_remove (running, held, idle) and periodic_release. Returns how it
+    ended and each request it made."""
+    request = classad2.ExprTree(submit["request_memory"])
+    release = classad2.ExprTree(submit["periodic_release"])
+    remove = classad2.ExprTree(submit["periodic_remove"])
+    ad = classad2.ClassAd({"JobStatus": 1, "EnteredCurrentStatus": int(time.time())})
+    asked: list[int] = []
+    for _ in range(20):
+        asked.append(request.eval(ad))
+        if remove.eval(ad) is True:
+            return "removed while idle", asked
+        ad["JobStatus"] = 2
+        ad["MemoryUsage"] = min(need, asked[-1] + 1)
+        if remove.eval(ad) is True:
+            return "removed while running", asked
+        if need <= asked[-1]:
+            return "done", asked
+        ad["JobStatus"], ad["HoldReasonCode"] = 5, 34
+        if remove.eval(ad) is True:
+            return "removed while held", asked
+        if release.eval(ad) is not True:
+            return "held", asked
+        ad["JobStatus"] = 1
+    return "never ended", asked
+
+
+@pytest.mark.parametrize(
+    ("need", "ends", "requests"),
+    [
+        (10_000, "done", [16384]),
+        (40_000, "done", [16384, 49155]),
+        (64_000, "done", [16384, 49155, 65536]),  # the last try asks for the ceiling
+        (65_536, "done", [16384, 49155, 65536]),
+        (70_000, "removed while running", [16384, 49155, 65536]),
+        (10**7, "removed while running", [16384, 49155, 65536]),
+    ],
+)
+def test_memory_escalation_never_asks_past_its_ceiling(
+    tmp_path: Path, image_dir: Path, ligo_env: None, need: int, ends: str, requests: list[int]
+) -> None:
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir, "--set", "stages.fetch_train.resources.max_memory=64GB")
+    submit = htcondor2.Submit((run_dir / "fetch_train.sub").read_text())
+    assert escalate(submit, need) == (ends, requests)
+
+
+def test_memory_escalation_removes_a_job_held_at_its_ceiling_instead_of_releasing_it(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    # held at 48GB with a 64GB ceiling: released once asking 64GB (not 144GB, which no
+    # slot offers: it would stay idle for ever), and removed if held again there
+    run_dir = tmp_path / "run"
+    build(run_dir, image_dir, "--set", "stages.fetch_train.resources.memory=48GB",
+          "--set", "stages.fetch_train.resources.max_memory=64GB")  # fmt: skip
+    submit = htcondor2.Submit((run_dir / "fetch_train.sub").read_text())
+    held = classad2.ClassAd(
+        {"JobStatus": 5, "HoldReasonCode": 34, "MemoryUsage": 49153,
+         "EnteredCurrentStatus": int(time.time())}
+    )  # fmt: skip
+    assert classad2.ExprTree(submit["periodic_release"]).eval(held) is True
+    assert classad2.ExprTree(submit["request_memory"]).eval(held) == 65536
+    held["MemoryUsage"] = 65537
+    assert classad2.ExprTree(submit["periodic_release"]).eval(held) is False
+    assert classad2.ExprTree(submit["periodic_remove"]).eval(held) is True
 
 
 def test_held_jobs_are_removed_after_a_bound(

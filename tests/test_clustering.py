@@ -180,3 +180,24 @@ def test_a_retried_job_skips_the_tasks_its_last_attempt_finished(tmp_path: Path)
         ["start", "gen-0"], ["done", "gen-0"], ["start", "gen-1"], ["done", "gen-1"],
         ["start", "gen-2"], ["failed", "gen-2"], ["start", "gen-2"], ["done", "gen-2"],
     ]  # fmt: skip
+
+
+def test_literal_braces_in_the_command_reach_each_task_unchanged(tmp_path: Path) -> None:
+    # the tasks wrapper fills {field} with each task's value: the command's own braces
+    # (a literal {index} too) must not be taken for a field
+    literal = ["{index}", "{{value}}", "{}", "}{", "pre{value}post", "{"]
+    write = "import sys,pathlib; pathlib.Path(sys.argv[1]).write_text('|'.join(sys.argv[2:]))"
+    config = pipeline(tmp_path, {"list": {"value": ["a", "b", "c"]}}, k=2)
+    text = yaml.safe_load(config.read_text())
+    text["stages"]["gen"]["command"] = [
+        sys.executable, "-c", write, "{{ dirs.out }}/item-{{ item.index }}.txt",
+        "{index}", "{{ '{{value}}' }}", "{}", "}{", "pre{value}post", "{", "{{ item.value }}",
+    ]  # fmt: skip
+    config.write_text(yaml.safe_dump(text))
+    run_dir = tmp_path / "run"
+    build(config, run_dir)
+    done = local(run_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for index, value in enumerate("abc"):
+        received = (run_dir / f"out/item-{index}.txt").read_text().split("|")
+        assert received == [*literal, value]

@@ -279,7 +279,8 @@ def many_stages(count: int) -> dict:
 
 
 def config_file(tmp_path: Path, name: str, stages: dict) -> Path:
-    """A config like test_runner's `build` writes, for a build in a process of its own."""
+    """A config like test_runner's `build` writes (its pipeline is "local"), for a build in
+    a process of its own."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -303,11 +304,11 @@ def test_build_on_a_read_only_disk_fails_in_one_line_and_changes_nothing(
     before = snapshot(where)
     read_only(where)
     # a build that would change every file, and add some
-    done = build_cli(config_file(tmp_path, "bigger", many_stages(4)), run_dir)
+    done = build_cli(config_file(tmp_path, "local", many_stages(4)), run_dir)
     one_line_error(done, str(run_dir), "Read-only file system")
     assert snapshot(where) == before
     # nor can a new run dir be made there
-    done = build_cli(config_file(tmp_path, "bigger", many_stages(4)), where / "new")
+    done = build_cli(config_file(tmp_path, "local", many_stages(4)), where / "new")
     one_line_error(done, str(where / "new"), "Read-only file system")
     assert snapshot(where) == before
 
@@ -319,10 +320,10 @@ def test_build_on_a_full_disk_fails_in_one_line_and_changes_nothing(
     where = disk("64k")
     run_dir = build(where, many_stages(2), "run")
     before = snapshot(where)
-    done = build_cli(config_file(tmp_path, "bigger", many_stages(12)), run_dir)
+    done = build_cli(config_file(tmp_path, "local", many_stages(12)), run_dir)
     one_line_error(done, str(run_dir), "No space left on device")
     assert snapshot(where) == before
-    done = build_cli(config_file(tmp_path, "bigger", many_stages(12)), where / "new")
+    done = build_cli(config_file(tmp_path, "local", many_stages(12)), where / "new")
     one_line_error(done, str(where), "No space left on device")
     assert snapshot(where) == before
 
@@ -363,7 +364,7 @@ def open_for(fifo: Path, reader: subprocess.Popen[str]) -> TextIO:
     return open(fds[0], "w", encoding="utf-8")
 
 
-def race(tmp_path: Path, run_dir: Path) -> tuple[str, str]:
+def race(tmp_path: Path, run_dir: Path, *args: str) -> tuple[str, str]:
     """Two builds of configs tagged tag-x and tag-y at once; returns (winner, loser) tags.
 
     The fan-out input both read is a FIFO, so a build that reads it stays inside its
@@ -375,7 +376,16 @@ def race(tmp_path: Path, run_dir: Path) -> tuple[str, str]:
         os.mkfifo(fifo)
     builds = {
         tag: subprocess.Popen(
-            [sys.executable, "-m", "aframe_dag", "build", str(config), "--run-dir", str(run_dir)],
+            [
+                sys.executable,
+                "-m",
+                "aframe_dag",
+                "build",
+                str(config),
+                "--run-dir",
+                str(run_dir),
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -431,7 +441,8 @@ def test_two_builds_racing_on_an_existing_run_dir_one_wins_whole(tmp_path: Path)
     done = build_cli(config_file(tmp_path, "tag-z", race_stages("tag-z", segments)), run_dir)
     assert done.returncode == 0, done.stderr
     for _ in range(3):
-        winner, loser = race(tmp_path, run_dir)
+        # each config is another pipeline (named for its tag): --force builds over one
+        winner, loser = race(tmp_path, run_dir, "--force")
         check_written_by(run_dir, winner, [loser, "tag-z"])
 
 
@@ -445,8 +456,17 @@ def test_run_local_and_a_build_refuse_each_other(tmp_path: Path) -> None:
     fifo = tmp_path / "segments.fifo"
     os.mkfifo(fifo)
     config = config_file(tmp_path, "tag-x", race_stages("tag-x", fifo))
-    builder = subprocess.Popen(
-        [sys.executable, "-m", "aframe_dag", "build", str(config), "--run-dir", str(run_dir)],
+    builder = subprocess.Popen(  # another pipeline (tag-x) over tag-z's: --force
+        [
+            sys.executable,
+            "-m",
+            "aframe_dag",
+            "build",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            "--force",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -484,3 +504,64 @@ def test_run_local_and_a_build_refuse_each_other(tmp_path: Path) -> None:
         assert snapshot(run_dir) == before
     finally:
         sigkill(runner, with_nodes=True)
+
+
+# --- run-local's own files fail mid-run ------------------------------------------------
+
+RECORD = "run-local.record"
+
+
+def starts(run_dir: Path, node: str) -> int:
+    """How many times run-local started `node`, by its record."""
+    lines = (run_dir / RECORD).read_text().splitlines()
+    return sum(1 for line in lines if line.split()[:2] == ["start", f"aframe.dag:{node}"])
+
+
+def chain(first_command: str | list[str]) -> dict:
+    """first -> second -> third; first runs `first_command`, the others record themselves."""
+    return {
+        "first": {"command": first_command},
+        "second": {"after": ["first"], "command": f"{PY} record {{{{ dirs.out }}}}/second.json"},
+        "third": {"after": ["second"], "command": f"{PY} record {{{{ dirs.out }}}}/third.json"},
+    }
+
+
+def test_run_local_on_a_disk_that_fills_mid_run_stops_in_one_line_and_resumes(
+    disk: Callable[[str], Path],
+) -> None:
+    # inodes run out: the next node's log file cannot be made
+    where = disk("4m,nr_inodes=64")
+    fill = ["sh", "-c", "i=0; while touch {{ run_dir }}/../fill-$i; do i=$((i+1)); done"]
+    run_dir = build(where, chain(fill), "run")
+    done = local(run_dir)
+    line = one_line_error(done, "No space left on device")
+    assert f"{run_dir}/logs/second/second." in line  # the file it could not make
+    assert starts(run_dir, "first") == 1 and not (run_dir / "out" / "second.json").exists()
+    for path in where.glob("fill-*"):  # the cause, fixed
+        path.unlink()
+    again = local(run_dir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert starts(run_dir, "first") == 1  # its recorded success is not run again
+    assert (run_dir / "out" / "third.json").exists()
+
+
+def test_run_local_whose_record_turns_into_a_directory_stops_in_one_line_and_resumes(
+    tmp_path: Path,
+) -> None:
+    record = f"{{{{ run_dir }}}}/{RECORD}"
+    # the first node moves the record aside and leaves a directory in its place
+    once = "{{ run_dir }}/moved-once"
+    move = f"test -e {once} || {{ touch {once}; mv {record} {record}.moved; mkdir {record}; }}"
+    run_dir = build(tmp_path, chain(["sh", "-c", move]))
+    done = local(run_dir)
+    one_line_error(done, f"{run_dir}/{RECORD}: Is a directory")
+    assert not (run_dir / "out" / "second.json").exists()
+    (run_dir / RECORD).rmdir()  # the cause, fixed: the record put back
+    (run_dir / f"{RECORD}.moved").rename(run_dir / RECORD)
+    again = local(run_dir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # first's success never reached the record (it ended as the record went): it runs
+    # again, once; what the record holds is never run twice
+    assert starts(run_dir, "first") == 2 and starts(run_dir, "second") == 1
+    again = local(run_dir)
+    assert again.returncode == 0 and starts(run_dir, "second") == 1

@@ -52,7 +52,8 @@ def cli(*args: str, cwd: Path, env: Mapping[str, str] = {}) -> subprocess.Comple
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, "PYTHONUTF8": "1", **env},
+        # a variable that $ENV(HOSTILE) would put into a job, were it expanded
+        env={**os.environ, "PYTHONUTF8": "1", "HOSTILE": "leaked", **env},
         timeout=120,
         check=False,
     )
@@ -103,6 +104,8 @@ class Case:
 
 
 SEGMENTS = "<tmp>/segments.txt"
+# a template that, were it to escape the sandbox through OBJECT, would make <tmp>/PWNED
+PWN = "{{{{ {}.system('touch <tmp>/PWNED') }}}}"
 SEGMENT_STAGE = f"a: {{command: echo, foreach: {{segments: {{file: {SEGMENTS}}}}}}}"
 
 
@@ -225,6 +228,46 @@ CASES = [
     Case("run-local-not-a-run-dir", argv=("run-local", "<tmp>"), error=r"^<tmp>: no aframe\.dag \(run `aframe-dag build` first\)$"),
     Case("expand-unknown-stage", argv=("expand", "<built>", "zz"), error=r"^<built>/config\.yaml: no stage 'zz'$"),
     Case("validate-missing-file", argv=("validate", "<tmp>/no\nsuch.yaml"), error=r"^<tmp>/no\\nsuch\.yaml: no such config file$"),
+    # -- configs are data: templates render in a sandbox (were any of these to run, it
+    # would make <tmp>/PWNED, and the tree check below would see it)
+    Case("template-globals", config(f"a: {{command: \"{PWN.format('cycler.__init__.__globals__.os')}\"}}"), r"^stages\.a\.command: 'cycler' is undefined$"),
+    Case("template-dunder", config("a: {command: \"{{ ''.__class__.__mro__[1].__subclasses__() }}\"}"), r"^stages\.a\.command: access to attribute '__class__' of 'str' object is unsafe\.$"),
+    Case("template-self", config(f"a: {{command: \"{PWN.format('self.__init__.__globals__.os')}\"}}"), r"^stages\.a\.command: access to attribute '__init__' of 'TemplateReference' object is unsafe\.$"),
+    Case("template-in-dirs", config(top=f"dirs: {{d: \"{PWN.format('lipsum.__globals__.os')}\"}}\n"), r"^dirs\.d: 'lipsum' is undefined$"),
+    Case("template-in-set", args=("--set", f"stages.a.command=echo {PWN.format('joiner.__init__.__globals__.os')}"), error=r"^stages\.a\.command: 'joiner' is undefined$"),
+    Case("template-in-env", config("a: {command: 'echo ${env:HOSTILE_PAYLOAD}'}"), r"^stages\.a\.command: 'namespace' is undefined$", env={"HOSTILE_PAYLOAD": PWN.format("namespace.__init__.__globals__.os")}),
+    Case("template-in-validate", config(f"a: {{command: \"{PWN.format('cycler.__init__.__globals__.os')}\"}}"), r"^stages\.a\.command: 'cycler' is undefined$", argv=("validate", "<config>")),
+    Case("template-in-show", config(f"a: {{command: \"{PWN.format('cycler.__init__.__globals__.os')}\"}}"), argv=("show", "<config>")),
+    Case("template-reads-environ", config("a: {command: \"echo {{ params.__class__.__init__.__globals__['os'].environ }}\"}"), r"^stages\.a\.command: 'dict object' has no attribute '__class__'$"),
+    Case("template-str-format", config("a: {command: \"{{ '{0.__class__}'.format(1) }}\"}"), r"^stages\.a\.command: access to attribute 'format' of 'str' object is unsafe\.$"),
+    Case("template-set", config("a: {command: \"{% set x = 1 %}echo\"}"), r"^stages\.a\.command: line 1: \{% set %\} is not allowed in a config template$"),
+    Case("template-macro", config("a: {command: \"{% macro m() %}{% endmacro %}echo\"}"), r"^stages\.a\.command: line 1: \{% macro %\} is not allowed in a config template$"),
+    Case("template-include", config("a: {command: \"{% include '/etc/passwd' %}\"}"), r"^stages\.a\.command: line 1: \{% include %\} is not allowed in a config template$"),
+    Case("template-unknown-filter", config("a: {command: \"{{ 'x' | center(10) }}\"}"), r"^stages\.a\.command: template syntax error: No filter named 'center'\.$"),
+    Case("template-mutates", config(top="params: {v: [1]}\n", stages="a: {command: \"{{ params.v.append(2) }}\"}"), r"^stages\.a\.command: access to attribute 'append' of 'list' object is unsafe\.$"),
+    # -- ... with bounded work: an error naming the key, not a hang or a MemoryError
+    Case("template-10**10-characters", config("a: {command: \"{{ 'x' * 10**10 }}\"}"), r"^stages\.a\.command: the template makes a value of more than 1,000,000 characters$", fast=True),
+    Case("template-range-10**12", config("a: {command: \"{% for i in range(10**12) %}x{% endfor %}\"}"), r"^stages\.a\.command: range\(\) of more than 100,000 items$", fast=True),
+    Case("template-nested-loops", config("a: {command: \"{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}\"}"), r"^stages\.a\.command: the template takes more than 1,000,000 steps$", fast=True),
+    Case("template-huge-power", config("a: {command: \"{{ 10 ** (10 ** 10) }}\"}"), r"^stages\.a\.command: 10 \*\* 10000000000 is too large a number$", fast=True),
+    Case("template-format-width", config("a: {command: \"{{ '%0999999999d' % 1 }}\"}"), r"^stages\.a\.command: the template makes a value of more than 1,000,000 characters$", fast=True),
+    Case("template-join-amplifies", config("a: {command: \"{{ range(99999) | join('x' * 999) }}\"}"), r"^stages\.a\.command: the template makes a value of more than 1,000,000 characters$", fast=True),
+    Case("template-replace-amplifies", config("a: {command: \"{{ ('a' * 9999) | replace('a', 'b' * 9999) }}\"}"), r"^stages\.a\.command: the template makes a value of more than 1,000,000 characters$", fast=True),
+    Case("template-concat-loop", config("a: {command: \"{% for i in range(9999) %}{{ ('x' * 999999) ~ ('y' * 9) }}{% endfor %}\"}"), r"^stages\.a\.command: the template makes a value of more than 1,000,000 characters$", fast=True),
+    Case("template-in-generator", config("a: {command: echo, foreach: {list: {v: \"{{ range(10**7) | list }}\"}}}"), r"^stages\.a\.foreach\.list\.v: range\(\) of more than 100,000 items$", fast=True),
+    # -- ... and reach their values as keys first: a param named like a dict method
+    Case("param-named-items", config(top="params: {items: 5, keys: k, values: v, get: g}\n", stages="a: {command: \"echo {{ params.items }} {{ params.keys }} {{ params['values'] }} {{ params.get }}\"}"), writes=("a.sub", 'arguments = "echo 5 k v g"')),
+    Case("param-method-not-there", config("a: {command: \"echo {{ params.items }}\"}"), r"^stages\.a\.command: 'dict object' has no attribute 'items'$"),
+    # -- files that are not regular files, and too large ones
+    Case("config-dev-zero", argv=("validate", "/dev/zero"), error=r"^/dev/zero: cannot read: not a regular file \(a character device\)$", fast=True),
+    Case("extends-a-directory", config(top="extends: <tmp>/d\n"), r"^<tmp>/d: cannot read: not a regular file \(a directory\)$", files={"d/x": ""}),
+    Case("config-too-large", "name: t\n# " + "x" * (16 * 2**20) + "\n", r"^<config>: cannot read: larger than 16 MiB$", fast=True),
+    Case("segments-file-is-a-directory", config(SEGMENT_STAGE), r"^stage a: <tmp>/segments\.txt: cannot read segments file: not a regular file \(a directory\)$", files={"segments.txt/x": ""}),
+    Case("input-name-too-long", config(f"a: {{command: echo, foreach: {{segments: {{file: <tmp>/{'x' * 300}}}}}}}"), r"^stages\.a\.foreach\.segments: input <tmp>/x+: File name too long$"),
+    # -- a run dir holding another pipeline, or stages this config does not have
+    Case("other-pipeline", config().replace("name: t", "name: u"), r"^<run>: holds another pipeline's run: pipeline 't', not 'u'; build it in another run dir, or pass --force", over=True),
+    Case("stage-not-in-config", config("b: {command: echo hi}"), r"^<run>: holds another pipeline's run: stages this config does not have \(a\); ", over=True),
+    Case("other-pipeline-forced", config().replace("name: t", "name: u"), args=("--force",), over=True, writes=("aframe.dag", "aframe-dag u: the whole workflow")),
 ]  # fmt: skip
 
 
@@ -272,7 +315,8 @@ def test_case(case: Case, tmp_path: Path, built: Path) -> None:
     before = tree(tmp_path)
 
     started = time.monotonic()
-    done = cli(*(_fill(a, places) for a in argv), cwd=tmp_path, env=case.env)
+    env = {name: _fill(value, places) for name, value in case.env.items()}
+    done = cli(*(_fill(a, places) for a in argv), cwd=tmp_path, env=env)
     elapsed = time.monotonic() - started
 
     if case.error is None:
@@ -306,6 +350,15 @@ VALUES = [
     "a=b", "a,b;c", "*.hdf5", "[a]", "{a}", "`id`", "--flag", "ünïcödé ✓", "😀", "שלום",
     "a\u200db", "a\x85b", "a\u2028b", "a\x0cb", "a\xa0b", "a\x07b\x1b[0m\x7f",
     "{{ x }}{% if %}{# c #}", "",
+    # condor_submit's macro functions, short: joined, VALUES must fit in one file name
+    "$ENV(HOSTILE)", "$INT(1)", "$Fn(a)",
+]  # fmt: skip
+# ... and each of them, for the fields that take one string at a time: each must reach
+# the job as written, never run
+MACRO_FUNCTIONS = [
+    "$ENV(HOSTILE)", "a$ENV(HOSTILE)b", "$RANDOM_INTEGER(1,9)", "$RANDOM_CHOICE(a,b)",
+    "$CHOICE(0,a)", "$INT(3)", "$REAL(2)", "$SUBSTR(abc,1)", "$Fn(/a/b.c)", "$Fqa(x)",
+    "$BASENAME(/a/b)", "$DIRNAME(/a/b)", "$EVAL(1+2)", "$ENV($ENV(HOSTILE))",
 ]  # fmt: skip
 # What HTCondor's files cannot carry, refused wherever it is put
 NEWLINE, NUL, MATCH_TIME, DOLLAR = "two\nlines", "nul\x00", "a$$(b)", "$(DOLLAR)"
@@ -593,6 +646,8 @@ def test_values_arrive_unchanged(field: Field, tmp_path: Path) -> None:
     values = [v for v in VALUES if field.takes(v)]
     if field.joined:
         values = ["".join(values)]
+    else:
+        values += [v for v in MACRO_FUNCTIONS if field.takes(v)]
     made = field.make(values, tmp_path)
     (tmp_path / "config.yaml").write_text(dump(made.config), encoding="utf-8")
     done = cli("build", "config.yaml", "--run-dir", made.run_dir, *made.args, cwd=tmp_path)
@@ -643,3 +698,36 @@ def test_dotdot_is_resolved_as_cd_does(tmp_path: Path) -> None:
     sub = htcondor2.Submit((tmp_path / "run" / "a.sub").read_text(encoding="utf-8"))
     assert sub.expand("container_image") == f"{tmp_path}/images/a.sif"
     assert sub.expand("initialdir") == f"{tmp_path}/run"
+
+
+@pytest.mark.parametrize("command", ["validate", "show", "build"])
+def test_a_config_that_is_a_fifo_is_refused_at_once(command: str, tmp_path: Path) -> None:
+    """Nothing writes to it: reading it would wait for ever."""
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    args = ("--run-dir", "run") if command == "build" else ()
+    started = time.monotonic()
+    done = cli(command, str(fifo), *args, cwd=tmp_path)
+    assert error_line(done, 1) == f"{fifo}: cannot read: not a regular file (a FIFO)"
+    assert time.monotonic() - started < 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_a_param_named_like_a_dict_method_renders_the_same_on_every_build(
+    tmp_path: Path,
+) -> None:
+    """`params.items` is the param: the command is the same on every build, so a rebuild
+    of the finished run is all DONE (a method's `<built-in method ...>` never was)."""
+    params = {"items": 5, "keys": "k", "values": [1, 2], "get": "g"}
+    command = job(tmp_path, "{{ params.items }}", "{{ params.keys }}", "{{ params.values }}",
+                  "{{ params.get }}")  # fmt: skip
+    config = host({"a": {"command": command, "outputs": [f"{tmp_path}/out.json"]}}, params=params)
+    (tmp_path / "config.yaml").write_text(dump(config), encoding="utf-8")
+    for _ in range(2):
+        done = cli("build", "config.yaml", "--run-dir", "run", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        ran = cli("run-local", "run", cwd=tmp_path)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert recorded(tmp_path) == ["5", "k", "[1,2]", "g"]
+    dag = (tmp_path / "run" / "aframe.dag").read_text()
+    assert f"JOB a {tmp_path}/run/a.sub DONE\n" in dag

@@ -562,3 +562,69 @@ def test_a_gpu_job_out_of_gpu_memory_is_held_and_released_to_a_bigger_gpu(
     assert "Job was held" in log and "out of GPU memory" in log
     assert "Job was released" in log and "NumJobStarts <= 1" in log
     assert log.count("Job executing") == 2  # the OOM, then the run on the bigger GPU
+
+
+# --- config text is data: no submit macro runs, no memory request passes its ceiling ---
+
+# condor_submit's macro functions and friends: each must reach the job as written
+MACRO_TEXT = [
+    "$ENV(HOSTILE)", "a$ENV(HOME)b", "$RANDOM_INTEGER(1,9)", "$RANDOM_CHOICE(a,b)",
+    "$CHOICE(0,a)", "$INT(3)", "$REAL(2)", "$SUBSTR(abc,1)", "$Fn(/a/b.c)", "$Fqa(x)",
+    "$BASENAME(/a/b)", "$DIRNAME(/a/b)", "$EVAL(1+2)", "$(x)", "$HOME", "it's", 'say "hi"',
+]  # fmt: skip
+
+
+def test_macro_functions_reach_the_job_as_written_under_dagman_and_run_local(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOSTILE", "leaked")  # what $ENV(HOSTILE) would put in the job
+    count = len(MACRO_TEXT)
+    stages = {
+        "macros": {
+            "foreach": {"list": {"v": MACRO_TEXT}},  # each node's through VARS
+            "command": [
+                sys.executable, str(PROGRAMS), "record", "{{ dirs.out }}/m-{{ item.index }}.json",
+                *(f"{{{{ params.v[{i}] }}}}" for i in range(count)), "{{ item.v }}",
+            ],
+            "environment": {f"HOSTILE_{i}": f"{{{{ params.v[{i}] }}}}" for i in range(count)},
+        }
+    }  # fmt: skip
+    config = pipeline(run_root / "macros.yaml", stages)
+    text = yaml.safe_load(config.read_text())
+    text["params"]["v"] = MACRO_TEXT
+    config.write_text(yaml.safe_dump(text))
+    condor_dir, local_dir = run_root / "condor", run_root / "local"
+    build(config, condor_dir)
+    build(config, local_dir)
+    out = submit_and_wait(condor_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "aframe_dag", "run-local", str(local_dir)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    for run_dir in (condor_dir, local_dir):
+        for index, value in enumerate(MACRO_TEXT):
+            (job,) = records(run_dir / f"out/m-{index}.json")
+            assert job["argv"] == [*MACRO_TEXT, value], run_dir.name
+            assert [job["env"][f"HOSTILE_{i}"] for i in range(count)] == MACRO_TEXT
+
+
+def test_a_job_past_its_memory_ceiling_is_removed_and_its_node_fails(run_root: Path) -> None:
+    # 64 MB asked, 128 MB the ceiling; the job holds 400 MB: HTCondor sees its
+    # MemoryUsage, periodic_remove ends it long before its sleep would
+    program = "import time; b = bytearray(400 * 2**20); time.sleep(200)"
+    stages = {
+        "hungry": {
+            "command": [sys.executable, "-c", program],
+            "resources": {"memory": "64MB", "max_memory": "128MB"},
+        }
+    }
+    run_dir = run_root / "run"
+    build(pipeline(run_root / "memory.yaml", stages), run_dir)
+    started = time.monotonic()
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 1"), out[-3000:]
+    assert time.monotonic() - started < 150
+    log = (run_dir / "logs/hungry.log").read_text()
+    assert "Job was aborted" in log and "PeriodicRemove" in log, log[-2000:]

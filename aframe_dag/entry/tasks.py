@@ -5,10 +5,11 @@
 
 RUN/STAGE.tasks has a line per task, as a DAG's VARS line: `STAGE-3 index="3" ...`.
 For each task named in --run, in order, `{field}` in COMMAND becomes the task's value
-and the command runs; the first failure ends the job with its exit code. Each task's
-start and end go to the record (`start|done|failed TASK TIME`, on disk before going
-on), so a build can tell which tasks of a failed or killed job are complete, and a
-retried job skips the tasks its last attempt finished.
+(`{{` and `}}` are literal braces) and the command runs; the first failure ends the
+job with its exit code. Each task's start and end go to the record
+(`start|done|failed TASK TIME`, on disk before going on), so a build can tell which
+tasks of a failed or killed job are complete, and a retried job skips the tasks its
+last attempt finished.
 
 Standard library only: it runs inside the stage's image.
 """
@@ -92,7 +93,17 @@ def done_since(path: Path, since: float) -> set[str]:
 
 
 def fill(word: str, values: dict[str, str]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), word)
+    """`{field}` becomes the task's value; `{{` and `}}` are literal braces."""
+
+    def replace(match: re.Match[str]) -> str:
+        field = match.group(1)
+        if field is None:
+            return match.group(0)[0]
+        if field not in values:
+            raise SystemExit(f"tasks: the tasks file gives no {field!r}")
+        return values[field]
+
+    return re.sub(r"\{\{|\}\}|\{(\w+)\}", replace, word)
 
 
 def record(path: Path, event: str, name: str) -> None:
