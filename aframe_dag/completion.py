@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import write
+from aframe_dag import rundir, write
+from aframe_dag.rundir import COMPLETED
 
-STATE = ".aframe-dag"
-COMPLETED = f"{STATE}/completed.json"
 # Terminal events of a node in a JOBSTATE_LOG (manual: DAGMan, "Machine-readable event
 # history, the jobstate.log file")
 _SUCCESS = {"JOB_SUCCESS", "POST_SUCCESS"}
@@ -158,19 +157,10 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _lines(path: Path) -> list[str]:
-    """The lines of a record or tasks file, none if it is not there. Split at newlines
-    only: a task's value may hold U+2028 or U+0085, which str.splitlines() also splits at."""
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").split("\n")
-    except OSError:
-        return []
-
-
 def jobstate_events(path: Path, since: float) -> dict[str, str]:
     """Each node's last terminal event ('success'/'failure') after `since` in a JOBSTATE_LOG."""
     events: dict[str, str] = {}
-    for line in _lines(path):
+    for line in rundir.lines(path):
         words = line.split()
         if len(words) < 3 or not words[0].isdigit() or int(words[0]) < int(since):
             continue
@@ -184,7 +174,7 @@ def jobstate_events(path: Path, since: float) -> dict[str, str]:
 def task_digests(tasks_file: Path, base: str, wanted: set[str]) -> dict[str, str]:
     """`BASE/FIELDS` of the `wanted` tasks of a clustered stage, from RUN/STAGE.tasks."""
     digests: dict[str, str] = {}
-    for line in _lines(tasks_file):
+    for line in rundir.lines(tasks_file):
         node, _, pairs = line.partition(" ")
         if node in wanted:
             digests[node] = f"{base}/{pairs}"
@@ -192,34 +182,19 @@ def task_digests(tasks_file: Path, base: str, wanted: set[str]) -> dict[str, str
 
 
 def local_events(path: Path, since: float) -> dict[str, str]:
-    """Each node's last event in run-local's record (`start|done|failed DAG:NODE TIME`).
+    """Each node's last event in run-local's record (or a tasks record), by rundir's rule.
 
-    A success counts from `since` on (before, it was an older build's node). A start that
-    nothing ended (a killed runner) or a failure counts however old: what the node left
-    behind is not whole.
+    A success counts from `since` on (before, it was an older build's node). An unfinished
+    start or a failure counts however old: what the node left behind is not whole.
     """
     events: dict[str, str] = {}
-    for line in _lines(path):
-        words = line.split()
-        if len(words) != 3 or words[0] not in ("start", "done", "failed"):
-            continue
-        node = words[1].split(":", 1)[-1]  # run-local's DAG:NODE, or a task's name
-        when = record_time(words[2])
-        if words[0] != "done" or when is None:  # a torn line is no success
+    for key, event in rundir.read_record(path).items():
+        node = key.split(":", 1)[-1]  # run-local's DAG:NODE, or a task's name
+        if event.state != "done":
             events[node] = "failure"
-        elif when >= since:
+        elif event.when is not None and event.when >= since:
             events[node] = "success"
-        else:
-            events.pop(node, None)
     return events
-
-
-def record_time(word: str) -> float | None:
-    """The time of a record line, or None if the line was torn (a crash mid-write)."""
-    try:
-        return float(word)
-    except ValueError:
-        return None
 
 
 def harvest(run_dir: Path) -> State:
@@ -234,7 +209,7 @@ def harvest(run_dir: Path) -> State:
         state.bases.update(data.get("bases", {}))
         dag = run_dir / data["dag"]
         events = jobstate_events(dag.with_name(dag.stem + ".jobstate.log"), since)
-        events.update(local_events(run_dir / "run-local.record", since))
+        events.update(local_events(run_dir / rundir.RECORD, since))
         if not events:
             continue
         digests = node_digests(dag, data.get("stages", {}), set(events))
@@ -245,9 +220,9 @@ def harvest(run_dir: Path) -> State:
             continue
         since = float(data.get("written", 0))
         for stage in data.get("tasks", []):
-            events = local_events(run_dir / f"{stage}.tasks.record", since)
+            events = local_events(run_dir / rundir.tasks_record(stage), since)
             base = data.get("stages", {}).get(stage, "")
-            digests = task_digests(run_dir / f"{stage}.tasks", base, set(events))
+            digests = task_digests(run_dir / rundir.tasks_file(stage), base, set(events))
             _settle_events(state, events, digests)
     return state
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from aframe_dag import dagfile
+from aframe_dag import dagfile, rundir
 from aframe_dag.errors import AframeDagError, RunDirError
-from aframe_dag.runner import RECORD
-from aframe_dag.status import read_node_status, read_record, read_stages
+from aframe_dag.rundir import RECORD, done_times
+from aframe_dag.status import read_node_status, read_stages
 from aframe_dag.write import write_file
 
 # DAGMan's NodeStatus values in a NODE_STATUS_FILE (manual: DAGMan, node status file)
@@ -59,7 +59,7 @@ def node_states(run_dir: Path) -> dict[str, str]:
         if path.is_file():
             written[path.name] = path.stat().st_mtime
             done.update(n.name for n in dagfile.parse_dag(path).nodes.values() if n.done)
-    recorded, _ = read_record(run_dir / RECORD)
+    recorded = done_times(run_dir / RECORD)
     for key, when in recorded.items():
         dag, _, node = key.partition(":")
         if dag in written and when >= written[dag]:
@@ -80,14 +80,14 @@ def node_states(run_dir: Path) -> dict[str, str]:
 
 def _pipeline_name(run_dir: Path) -> str:
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load((run_dir / rundir.CONFIG).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         config = None
     return str(config.get("name", run_dir.name)) if isinstance(config, dict) else run_dir.name
 
 
 def _stage_names(run_dir: Path) -> list[str]:
-    path = run_dir / "config.yaml"
+    path = run_dir / rundir.CONFIG
     if not path.is_file():
         raise RunDirError(f"{run_dir}: no config.yaml (not a run dir made by aframe-dag build)")
     return list(read_stages(path))
@@ -122,7 +122,7 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
     of the next and both have several, one edge joins the two clusters instead.
     """
     run_dir = Path(run_dir)
-    dag_path = run_dir / "aframe.dag"
+    dag_path = run_dir / rundir.DAG
     if not dag_path.is_file():
         raise RunDirError(f"{run_dir}: no aframe.dag (run `aframe-dag build` first)")
     dag = dagfile.parse_dag(dag_path)

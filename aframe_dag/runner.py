@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aframe_dag import completion, dagfile, graph, quoting, secrets, write
+from aframe_dag import dagfile, graph, quoting, rundir, secrets, write
 from aframe_dag.errors import AframeDagError, RunDirError
+from aframe_dag.rundir import LOCK, RECORD, SCRATCH
 
 # The variables condor_submit_dag lets into DAGMan's own environment (23.x), from which
 # node jobs are submitted; a DAG's ENV GET adds more. Seen in a *.condor.sub on the pool.
@@ -32,9 +33,6 @@ DAGMAN_GETENV = (
     "CONDOR_CONFIG", "_CONDOR_*", "PATH", "PYTHONPATH", "PERL*", "PEGASUS_*", "TZ", "HOME",
     "USER", "LANG", "LC_ALL", "BEARER_TOKEN", "BEARER_TOKEN_FILE", "XDG_RUNTIME_DIR",
 )  # fmt: skip
-RECORD = "run-local.record"
-SCRATCH = ".aframe-dag/scratch"  # jobs without a shared filesystem run in here
-LOCK = ".run-local.lock"
 NO_GPU = "10000"  # what HTCondor sets for a job that asked for no GPU
 GPU_ID = re.compile(r"[0-9]+|(?:GPU|MIG)-[0-9A-Za-z-]+")
 
@@ -272,7 +270,7 @@ class Runner:
         self.services: dict[str, list[Task]] = {}  # DAG file: its running SERVICE nodes
         self.counts = {"done": 0, "failed": 0, "total": 0}
         self.record_path = run_dir / RECORD
-        self.recorded = self._read_record()
+        self.recorded = rundir.done_times(self.record_path, strict=True)
         self.base_env = dict(os.environ)
         self.submits: dict[Path, dagfile.Submit] = {}
         self.outcome = Outcome([], [], 0)
@@ -639,21 +637,6 @@ class Runner:
                     os.killpg(task.process.pid, signal.SIGKILL)
                 task.process.wait()
 
-    def _read_record(self) -> dict[str, float]:
-        """When each node last succeeded here (a later failure cancels it)."""
-        if not self.record_path.exists():
-            return {}
-        recorded: dict[str, float] = {}
-        text = self.record_path.read_text(encoding="utf-8", errors="replace")
-        for line in text.splitlines():
-            words = line.split()
-            when = completion.record_time(words[2]) if len(words) == 3 else None
-            if words[:1] == ["done"] and when is not None:
-                recorded[words[1]] = when
-            elif len(words) >= 2 and words[0] in ("failed", "start", "done"):
-                recorded.pop(words[1], None)  # failed, restarted, or a torn line
-        return recorded
-
 
 def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process (as condor_rm does), SIGKILL its group after `grace` s."""
@@ -711,7 +694,7 @@ def run_local(
 ) -> Outcome:
     """Run RUN_DIR/aframe.dag here; successes are recorded so a rerun resumes."""
     run_path = Path(run_dir).absolute()
-    dag_path = run_path / "aframe.dag"
+    dag_path = run_path / rundir.DAG
     if not dag_path.is_file():
         raise RunDirError(f"{run_path}: no aframe.dag (run `aframe-dag build` first)")
     if jobs < 1:
@@ -749,7 +732,7 @@ def _run_locked(
 def dry_run(run_dir: str | Path, gpus: list[str]) -> Iterator[str]:
     """Each node's command and environment in dependency order, running nothing."""
     run_path = Path(run_dir).absolute()
-    dag = dagfile.parse_dag(run_path / "aframe.dag")
+    dag = dagfile.parse_dag(run_path / rundir.DAG)
     env = dict(os.environ)
     for name in _order(dag):
         node = dag.nodes[name]

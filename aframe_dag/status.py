@@ -35,9 +35,10 @@ from typing import Any
 import classad2
 import yaml
 
-from aframe_dag import completion, quoting
+from aframe_dag import completion, quoting, rundir
 from aframe_dag.errors import RunDirError
-from aframe_dag.runner import LOCK, RECORD, lock_holder
+from aframe_dag.rundir import LOCK, RECORD
+from aframe_dag.runner import lock_holder
 
 # NodeStatus and DagStatus values (HTCondor manual, DAGMan "Current Node Status File")
 STATUS_NOT_READY = 0
@@ -194,7 +195,7 @@ class _Paths:
         self.run_dir = run_dir
         written = dag.status_file.parent if dag.status_file else None
         self.written = written if written and written.is_absolute() else None
-        built = _mtime(run_dir / "config.yaml")
+        built = _mtime(run_dir / rundir.CONFIG)
         # a second of slack: a copied run dir's files get their times in any order
         self.built = built - _SLACK if built is not None else None
 
@@ -469,31 +470,6 @@ def _dagman(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage]) -> Ru
     return RunStatus(run_dir, "dagman", state, build.finish(), build.failed, as_of=as_of)
 
 
-def read_record(path: Path) -> tuple[dict[str, float], dict[str, float | None]]:
-    """run-local's record: nodes done, and nodes whose last word is a failure (with when).
-
-    Lines are `done KEY` (older runners) or `EVENT KEY TIME` with EVENT done or failed; a
-    node recorded done once is done, as run-local itself reads it.
-    """
-    done: dict[str, float] = {}
-    failed: dict[str, float | None] = {}
-    with contextlib.suppress(OSError):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            words = line.split()
-            if len(words) < 2:
-                continue
-            if words[0] == "done":
-                with contextlib.suppress(IndexError, ValueError):
-                    done[words[1]] = float(words[2]) if len(words) > 2 else 0.0
-                failed.pop(words[1], None)
-            elif words[0] == "failed" and words[1] not in done:
-                when = None
-                with contextlib.suppress(IndexError, ValueError):
-                    when = float(words[2])
-                failed[words[1]] = when
-    return done, failed
-
-
 FAILED_RECORDED = "failed (run-local's record)"
 FAILED_UNRECORDED = "started, not recorded as done (it failed, or the run was stopped)"
 
@@ -501,7 +477,9 @@ FAILED_UNRECORDED = "started, not recorded as done (it failed, or the run was st
 def _local(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage], mode: str) -> RunStatus:
     live, pid = _runner_lock(run_dir) if mode == "local" else (False, None)
     started = _mtime(run_dir / LOCK) if live else None  # the runner writes it as it starts
-    done, failed = read_record(run_dir / RECORD)
+    events = rundir.read_record(run_dir / RECORD)
+    done = {k: e.when for k, e in events.items() if e.state == "done" and e.when is not None}
+    failed = {k: e.when for k, e in events.items() if e.state == "failed"}
     build = _Builder(stages, _Stderr(paths))
     for stage in stages:
         status = build.stage(stage, stage.inner is not None)
@@ -569,13 +547,13 @@ def _local(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage], mode: 
 def read_status(run_dir: str | Path) -> RunStatus:
     """Where the run in RUN_DIR stands, from DAGMan's status files or run-local's record."""
     run_path = Path(run_dir).absolute()
-    for name in ("aframe.dag", "config.yaml"):
+    for name in (rundir.DAG, rundir.CONFIG):
         if not (run_path / name).is_file():
             raise RunDirError(
                 f"{run_path}: not a run dir (no {name}); build one with `aframe-dag build`"
             )
-    config = read_stages(run_path / "config.yaml")
-    top = _read_dag(run_path / "aframe.dag")
+    config = read_stages(run_path / rundir.CONFIG)
+    top = _read_dag(run_path / rundir.DAG)
     paths = _Paths(run_path, top)
     stages = _layout(paths, top, config)
     status_file = paths(top.status_file) if top.status_file else run_path / "aframe.status"
@@ -597,16 +575,16 @@ def read_status(run_dir: str | Path) -> RunStatus:
 def _count_tasks(run_path: Path, stage: StageStatus) -> None:
     """Tasks of a clustered stage: those complete when it was written (its jobs' VARS list
     only the rest), and those its record shows done since."""
-    tasks_file = run_path / f"{stage.name}.tasks"
+    tasks_file = run_path / rundir.tasks_file(stage.name)
     written = _mtime(tasks_file)
     if written is None:
         return
     sub_dag = run_path / f"{stage.name}.dag"
-    dag = sub_dag if sub_dag.is_file() else run_path / "aframe.dag"
+    dag = sub_dag if sub_dag.is_file() else run_path / rundir.DAG
     with contextlib.suppress(OSError):
-        stage.tasks = len(tasks_file.read_text(encoding="utf-8", errors="replace").splitlines())
+        stage.tasks = rundir.count_tasks(tasks_file)
         pending = _pending_tasks(dag, stage.name)
-        events = completion.local_events(run_path / f"{stage.name}.tasks.record", written)
+        events = completion.local_events(run_path / rundir.tasks_record(stage.name), written)
         done_since = sum(1 for task in pending if events.get(task) == "success")
         stage.tasks_done = stage.tasks - len(pending) + done_since
 

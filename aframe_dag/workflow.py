@@ -20,6 +20,7 @@ from aframe_dag import (
     quoting,
     remote,
     render,
+    rundir,
     secrets,
     write,
 )
@@ -693,8 +694,8 @@ def _tasks_command(
     wrapper: list[list[quoting.Part]] = [
         [python],
         [entry("tasks")],
-        [f"--tasks-file={run_dir}/{plan.name}.tasks"],
-        [f"--record={run_dir}/{plan.name}.tasks.record"],
+        [f"--tasks-file={run_dir}/{rundir.tasks_file(plan.name)}"],
+        [f"--record={run_dir}/{rundir.tasks_record(plan.name)}"],
         ["--run=", quoting.Macro("tasks")],
         ["--"],
     ]
@@ -1081,12 +1082,12 @@ def _build(
     for check in preflight.cheap(plan.config, run_path, os.environ):
         if not check.ok and not check.warning:
             raise ConfigError(f"{check.name}: {check.message}")
-    files = {"config.yaml": dump_config(plan.config), "aframe.dag": dag_text(plan, python)}
+    files = {rundir.CONFIG: dump_config(plan.config), rundir.DAG: dag_text(plan, python)}
     dirs = [f"logs/{s.name}" for s in plan.stages]
     for stage in plan.stages:
         files[f"{stage.name}.sub"] = stage.submit_text
         if stage.clustered and not stage.runtime:
-            files[f"{stage.name}.tasks"] = stage.tasks_text()
+            files[rundir.tasks_file(stage.name)] = stage.tasks_text()
         if stage.stage.service is not None:
             name = service_name(stage.name)
             files[f"{name}.sub"] = service_submit_text(plan.config, run_path, stage)
@@ -1097,8 +1098,8 @@ def _build(
     secrets.check_files(files, os.environ)
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     records = {  # written with the rest, all or none
-        completion.COMPLETED: completion.state_text(state),
-        "fingerprints.json": completion.fingerprints_text(plan.stages, "aframe.dag"),
+        rundir.COMPLETED: completion.state_text(state),
+        "fingerprints.json": completion.fingerprints_text(plan.stages, rundir.DAG),
     }
     write.check_dirs(data_dirs)  # before the run dir is written: all or nothing
     moved, moved_stages = write.write_run_dir(
@@ -1117,7 +1118,7 @@ def _build(
         run_dir=run_path,
         stages=plan.stages,
         files=sorted(files),
-        dag=run_path / "aframe.dag",
+        dag=run_path / rundir.DAG,
         warnings=warnings,
         moved=moved,
         stale=stale,
@@ -1130,7 +1131,7 @@ def _stale_stages(run_path: Path, config: Config, plan: Plan, force: bool) -> li
     are moved aside, so that no command reads them as this run's). A run dir holding
     another pipeline (another name, or stages this config does not have) is refused
     unless `force`."""
-    path = run_path / "config.yaml"
+    path = run_path / rundir.CONFIG
     if not path.is_file():
         return []
     try:
@@ -1185,7 +1186,7 @@ def check(
 def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     """Write RUN_DIR/STAGE.dag from the stage's now-existing input; return it and its size."""
     run_path = Path(run_dir).absolute()
-    config_file = run_path / "config.yaml"
+    config_file = run_path / rundir.CONFIG
     if not config_file.is_file():
         raise RunDirError(f"{run_path}: not a run dir (no config.yaml); run `aframe-dag build`")
     loaded = load_config(config_file, env={})
@@ -1205,7 +1206,7 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
         for stale in (f"{stage}.address", f"{stage}.address.failed"):
             (run_path / stale).unlink(missing_ok=True)
     if plan.clustered:  # before the DAG that runs them
-        write.write_file(run_path / f"{stage}.tasks", plan.tasks_text())
+        write.write_file(run_path / rundir.tasks_file(stage), plan.tasks_text())
     write.write_file(path, text)
     completion.write_fingerprints(run_path / f"{stage}.fingerprints.json", [plan], path.name)
     return path, len(plan.items)

@@ -10,16 +10,16 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from aframe_dag import rundir
 from aframe_dag.errors import RunDirError
+from aframe_dag.rundir import BUILD_LOCK, RECORD
 
 # DAGMan's own files: never written or deleted by us; their presence means a run
 # that a rebuild could break.
 DAGMAN_STATE = ("*.dag.lock", "*.rescue[0-9][0-9][0-9]")
 # What a run leaves behind (DAGMan's by-products of each .dag, our status and local
 # records): moved aside together by `build --force`, so no old record is read as new.
-RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", "run-local.record", "*.tasks.record")
-# held by a build from reading the run dir to its last write (an flock: it dies with it)
-BUILD_LOCK = ".aframe-dag/build.lock"
+RUN_RECORDS = ("*.dag.*", "*.jobstate.log", "*.status", RECORD, rundir.tasks_record("*"))
 BUILDING = "another aframe-dag build is writing it"
 
 
