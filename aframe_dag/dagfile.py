@@ -1,7 +1,9 @@
-"""Read the DAG and submit files this tool writes, so that run-local runs what DAGMan would.
+"""Read the DAG and submit files this tool writes: the one reader of each format.
 
-Only the subset aframe-dag writes is understood; anything else is an error naming the
-file and line, never silently ignored (a hand edit inside the subset is honoured).
+Strict (run-local, which must run what DAGMan would): only the subset aframe-dag writes
+is understood, and anything else is an error naming the file and line, never silently
+ignored (a hand edit inside the subset is honoured). Lenient (status, which reports on
+whatever is there): what it does not understand is skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aframe_dag.errors import RunDirError
 class DagNode:
     name: str
     submit: Path | None  # None for a SUBDAG EXTERNAL node
+    dag: str = ""  # the name of its .dag file, as in run-local's record ("aframe.dag:NODE")
     subdag: Path | None = None
     vars: dict[str, str] = field(default_factory=dict)
     retry: int = 0
@@ -35,36 +38,41 @@ class Dag:
     maxjobs: dict[str, int]
     env_get: list[str] = field(default_factory=list)
     services: dict[str, DagNode] = field(default_factory=dict)  # SERVICE nodes
+    status_file: Path | None = None  # NODE_STATUS_FILE, as written
 
 
 # DAG file commands that only configure DAGMan's own bookkeeping
-_DAG_IGNORED = {"JOBSTATE_LOG", "NODE_STATUS_FILE", "CONFIG"}
+_DAG_IGNORED = {"JOBSTATE_LOG", "CONFIG"}
 _VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 
-def _read(path: Path) -> list[str]:
+def _read(path: Path, strict: bool = True) -> list[str]:
     # HTCondor ends lines at \n only; splitlines() would also split a value at \x85, \f
     # or \u2028, which are ordinary characters to HTCondor
     try:
-        return path.read_text(encoding="utf-8").split("\n")
+        return path.read_text(encoding="utf-8", errors="strict" if strict else "replace").split(
+            "\n"
+        )
     except OSError as exc:
         raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def parse_dag(path: Path) -> Dag:
-    """Parse a .dag file written by aframe-dag (JOB, SUBDAG EXTERNAL, VARS, ...)."""
+def parse_dag(path: Path, strict: bool = True) -> Dag:
+    """Parse a .dag file written by aframe-dag (JOB, SUBDAG EXTERNAL, VARS, ...); not
+    `strict`, a line it cannot read is skipped."""
     nodes: dict[str, DagNode] = {}
     parents: dict[str, list[str]] = {}
     maxjobs: dict[str, int] = {}
     env_get: list[str] = []
     services: dict[str, DagNode] = {}
+    status_file = None
 
     def node(name: str, where: str) -> DagNode:
         if name not in nodes:
             raise RunDirError(f"{where}: unknown node {name!r}")
         return nodes[name]
 
-    for number, raw in enumerate(_read(path), 1):
+    for number, raw in enumerate(_read(path, strict), 1):
         line = raw.strip()
         where = f"{path}:{number}"
         if not line or line.startswith("#"):
@@ -74,17 +82,20 @@ def parse_dag(path: Path) -> Dag:
         try:
             if keyword == "JOB":
                 name, submit, *rest = words[1:]
-                nodes[name] = DagNode(name, _resolve(path, submit), done=rest == ["DONE"])
+                done = any(w.upper() == "DONE" for w in rest)
+                nodes[name] = DagNode(name, _resolve(path, submit), path.name, done=done)
                 if rest not in ([], ["DONE"]):
                     raise ValueError
             elif keyword == "SUBDAG":
                 external, name, dag, *rest = words[1:]
                 if external.upper() != "EXTERNAL" or rest not in ([], ["DONE"]):
                     raise ValueError
-                nodes[name] = DagNode(name, None, subdag=_resolve(path, dag), done=bool(rest))
+                nodes[name] = DagNode(
+                    name, None, path.name, subdag=_resolve(path, dag), done=bool(rest)
+                )
             elif keyword == "SERVICE":
                 name, submit = words[1:]
-                services[name] = DagNode(name, _resolve(path, submit))
+                services[name] = DagNode(name, _resolve(path, submit), path.name)
             elif keyword == "VARS":
                 target = node(words[1], where)
                 target.vars.update(_vars(line.split(None, 2)[2], where))
@@ -118,11 +129,17 @@ def parse_dag(path: Path) -> Dag:
                     parents.setdefault(child, []).extend(
                         node(p, where).name for p in words[1:split]
                     )
+            elif keyword == "NODE_STATUS_FILE":
+                status_file = Path(words[1])
             elif keyword not in _DAG_IGNORED:
                 raise RunDirError(f"{where}: {words[0]} is not supported by run-local")
+        except RunDirError:
+            if strict:
+                raise
         except (ValueError, IndexError):
-            raise RunDirError(f"{where}: cannot read {words[0]} line: {line!r}") from None
-    return Dag(path, nodes, parents, maxjobs, env_get, services)
+            if strict:
+                raise RunDirError(f"{where}: cannot read {words[0]} line: {line!r}") from None
+    return Dag(path, nodes, parents, maxjobs, env_get, services, status_file)
 
 
 def _resolve(dag: Path, name: str) -> Path:

@@ -26,7 +26,6 @@ seen under another path (a chroot, a copy) is read through its own path.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from typing import Any
 import classad2
 import yaml
 
-from aframe_dag import completion, quoting, rundir
+from aframe_dag import completion, dagfile, quoting, rundir
+from aframe_dag.dagfile import Dag, DagNode
 from aframe_dag.errors import RunDirError
 from aframe_dag.rundir import LOCK, RECORD
 from aframe_dag.runner import lock_holder
@@ -107,32 +107,12 @@ class RunStatus:
 
 
 @dataclass
-class _Node:
-    name: str
-    dag: str  # the .dag file's name, as in run-local's record ("aframe.dag:NODE")
-    submit: Path | None = None
-    subdag: Path | None = None
-    done: bool = False
-    vars: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Dag:
-    path: Path
-    nodes: dict[str, _Node]
-    status_file: Path | None  # NODE_STATUS_FILE as written
-
-
-@dataclass
 class _Stage:
     name: str
     after: list[str]
-    jobs: list[_Node]  # JOB nodes of the stage in aframe.dag
-    subdag: _Node | None = None  # the SUBDAG EXTERNAL node of a run-time fan-out
-    inner: _Dag | None = None  # its STAGE.dag, once written
-
-
-_VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+    jobs: list[DagNode]  # JOB nodes of the stage in aframe.dag
+    subdag: DagNode | None = None  # the SUBDAG EXTERNAL node of a run-time fan-out
+    inner: Dag | None = None  # its STAGE.dag, once written
 
 
 def _read_text(path: Path) -> str:
@@ -142,29 +122,9 @@ def _read_text(path: Path) -> str:
         raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _read_dag(path: Path) -> _Dag:
-    """The nodes of a .dag file; commands that do not name nodes are skipped."""
-    nodes: dict[str, _Node] = {}
-    status_file = None
-    for raw in _read_text(path).split("\n"):  # as HTCondor reads it: not at \x85 or \f
-        words = raw.split()
-        if not words or words[0].startswith("#"):
-            continue
-        keyword = words[0].upper()
-        if keyword == "JOB" and len(words) >= 3:
-            done = any(w.upper() == "DONE" for w in words[3:])
-            nodes[words[1]] = _Node(words[1], path.name, submit=Path(words[2]), done=done)
-        elif keyword == "SUBDAG" and len(words) >= 4 and words[1].upper() == "EXTERNAL":
-            nodes[words[2]] = _Node(words[2], path.name, subdag=Path(words[3]))
-        elif keyword == "VARS" and len(words) >= 3 and words[1] in nodes:
-            rest = raw.strip().split(None, 2)[2]
-            for match in _VARS_PAIR.finditer(rest):
-                nodes[words[1]].vars[match.group(1)] = quoting.dag_unescape(match.group(2))
-        elif keyword == "DONE" and len(words) >= 2 and words[1] in nodes:
-            nodes[words[1]].done = True
-        elif keyword == "NODE_STATUS_FILE" and len(words) >= 2:
-            status_file = Path(words[1])
-    return _Dag(path, nodes, status_file)
+def _read_dag(path: Path) -> Dag:
+    """The nodes of a .dag file, read leniently: what status does not need is skipped."""
+    return dagfile.parse_dag(path, strict=False)
 
 
 def read_stages(path: Path) -> dict[str, list[str]]:
@@ -191,7 +151,7 @@ class _Paths:
     run-local.record aside).
     """
 
-    def __init__(self, run_dir: Path, dag: _Dag):
+    def __init__(self, run_dir: Path, dag: Dag):
         self.run_dir = run_dir
         written = dag.status_file.parent if dag.status_file else None
         self.written = written if written and written.is_absolute() else None
@@ -213,7 +173,7 @@ class _Paths:
         return path
 
 
-def _stage_of(node: _Node, names: dict[str, list[str]]) -> str:
+def _stage_of(node: DagNode, names: dict[str, list[str]]) -> str:
     """A node's stage: its .sub file's stem (STAGE.sub), else STAGE or STAGE-INDEX."""
     if node.subdag is not None and node.name in names:
         return node.name
@@ -223,7 +183,7 @@ def _stage_of(node: _Node, names: dict[str, list[str]]) -> str:
     return prefix if prefix in names else node.name
 
 
-def _layout(paths: _Paths, top: _Dag, config: dict[str, list[str]]) -> list[_Stage]:
+def _layout(paths: _Paths, top: Dag, config: dict[str, list[str]]) -> list[_Stage]:
     stages = {name: _Stage(name, after, []) for name, after in config.items()}
     for node in top.nodes.values():
         name = _stage_of(node, config)
@@ -275,7 +235,7 @@ class _Stderr:
         self.paths = paths
         self.submits: dict[Path, dict[str, str]] = {}
 
-    def __call__(self, node: _Node, dag_dir: Path) -> Path | None:
+    def __call__(self, node: DagNode, dag_dir: Path) -> Path | None:
         """The node's stderr file, or None if its .sub names none."""
         if node.submit is None:
             return None
@@ -374,7 +334,7 @@ class _Builder:
         """Add one node in `state` (one of COUNTS)."""
         setattr(status, state, getattr(status, state) + 1)
 
-    def fail(self, stage: str, node: _Node, dag_dir: Path, reason: str) -> None:
+    def fail(self, stage: str, node: DagNode, dag_dir: Path, reason: str) -> None:
         """Record a failed node with its stderr file and tail."""
         path = self.stderr(node, dag_dir)
         tail = _tail(path) if path is not None else []
@@ -394,7 +354,7 @@ class _Builder:
         return [self.result[s.name] for s in self.stages]
 
 
-def _dagman(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage]) -> RunStatus:
+def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> RunStatus:
     status_path = paths(top.status_file) if top.status_file else run_dir / "aframe.status"
     dag_ad, top_ads, end_ad = read_node_status(status_path)
     build = _Builder(stages, _Stderr(paths))
@@ -474,7 +434,7 @@ FAILED_RECORDED = "failed (run-local's record)"
 FAILED_UNRECORDED = "started, not recorded as done (it failed, or the run was stopped)"
 
 
-def _local(run_dir: Path, paths: _Paths, top: _Dag, stages: list[_Stage], mode: str) -> RunStatus:
+def _local(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage], mode: str) -> RunStatus:
     live, pid = _runner_lock(run_dir) if mode == "local" else (False, None)
     started = _mtime(run_dir / LOCK) if live else None  # the runner writes it as it starts
     events = rundir.read_record(run_dir / RECORD)
