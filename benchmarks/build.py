@@ -6,15 +6,22 @@ aframe-dag is `aframe-dag build CONFIG --run-dir DIR` (imports included); raw is
 f-strings (the floor for these bytes); htcondor.dags is HTCondor's writer
 (htcondor==24.0.24, the last wheel with it); ezdag is its Layer/Node/Option API.
 
-At each N (10^3, 10^4, 10^5) every writer runs 3 times, interleaved, into a fresh dir under
+At each N (10^3, 10^4, 10^5) every writer runs 5 times, interleaved, into a fresh dir under
 benchmarks/.work/; the table has the best wall time, that run's peak RSS (os.wait4), and
 ratios. Each output is checked (N+1 JOB lines, the edge, both .sub files; raw's node lines
 equal aframe-dag's) before its time counts. Last, `aframe-dag expand` of a run-time
-sub-DAG of 10^4 nodes. htcondor.dags and ezdag run in benchmarks/.venv-compare, made on
-first use from PyPI; if that fails, the run says why and measures the other two.
+sub-DAG of 10^4 nodes.
+
+aframe-dag is the project's installed console script (the `aframe-dag` next to the Python
+running this, else on PATH); raw runs on that script's Python. htcondor.dags and ezdag run
+in a virtualenv of their own outside the tree, --venv or $AFRAME_DAG_BENCH_VENV, by default
+${XDG_CACHE_HOME:-~/.cache}/aframe-dag/bench-venv, made on first use from PyPI with only
+htcondor==24.0.24 and ezdag; if that fails, the run says why and measures the other two.
+Children run in benchmarks/.work/, so the caller's directory does not matter.
 
     python benchmarks/build.py                      # about a minute
     python benchmarks/build.py --sizes 1000,10000   # quicker
+    rm -rf ~/.cache/aframe-dag/bench-venv           # remove the comparison env
 """
 
 from __future__ import annotations
@@ -32,9 +39,16 @@ from pathlib import Path
 from string import Template
 
 HERE = Path(__file__).resolve().parent
-WORK, VENV = HERE / ".work", HERE / ".venv-compare"
-VENV_PY = VENV / "bin" / "python"
+WORK = HERE / ".work"  # ignored by the repository's .gitignore
+VENV_VAR = "AFRAME_DAG_BENCH_VENV"  # where the htcondor.dags and ezdag env lives
+COMPARE = ["htcondor==24.0.24", "ezdag"]  # 24.0.24: the last htcondor wheel with htcondor.dags
 REPEATS, EXPAND_NODES = 5, 10_000
+# Imports the installed aframe_dag (run from WORK, so no checkout in the cwd shadows it)
+# and compiles it to bytecode.
+COMPILE = (
+    "import compileall, os, aframe_dag; "
+    "compileall.compile_dir(os.path.dirname(aframe_dag.__file__), quiet=1)"
+)
 
 CONFIG = Template("""name: bench
 condor: {container: none}
@@ -192,22 +206,55 @@ def differing(raw: Path, aframe: Path) -> list[str]:
     return [f for f in ("aframe.dag", "gen.sub", "merge.sub") if text(raw, f) != text(aframe, f)]
 
 
-def compare_venv() -> str | None:
-    """Make the venv that has htcondor.dags, ezdag and aframe-dag; return why not, or None.
+def default_venv() -> Path:
+    """$AFRAME_DAG_BENCH_VENV, else ${XDG_CACHE_HOME:-~/.cache}/aframe-dag/bench-venv."""
+    if os.environ.get(VENV_VAR):
+        return Path(os.environ[VENV_VAR]).expanduser().absolute()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", ""))
+    root = cache if cache.is_absolute() else Path.home() / ".cache"  # XDG: ignore a relative one
+    return root / "aframe-dag" / "bench-venv"
 
-    Every writer then runs on the same interpreter with the same start-up cost.
+
+def installed_aframe() -> tuple[str, str]:
+    """The installed `aframe-dag` console script and the Python it runs on; exit if none.
+
+    The script next to sys.executable comes first (the real one, not a pyenv shim), then PATH.
     """
-    probe = [str(VENV_PY), "-W", "ignore", "-c", "import htcondor.dags, ezdag, aframe_dag"]
-    if VENV_PY.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+    exe = Path(sys.executable).with_name("aframe-dag")
+    script = str(exe) if exe.is_file() else shutil.which("aframe-dag")
+    if not script:
+        sys.exit(
+            f"aframe-dag is not installed: no aframe-dag next to {sys.executable} or on PATH; "
+            f"install the project (pip install -e {HERE.parent}) and run this with its Python"
+        )
+    with open(script, "rb") as f:
+        words = f.readline().removeprefix(b"#!").decode(errors="replace").split()
+    python = words[0] if words and Path(words[0]).name.startswith("python") else ""
+    return script, python if os.access(python, os.X_OK) else sys.executable
+
+
+def compile_installed(python: str) -> None:
+    """Compile the installed aframe_dag to bytecode, as pip leaves an installed package.
+
+    Under PYTHONDONTWRITEBYTECODE an editable checkout has none, and would be compiled on
+    every run.
+    """
+    subprocess.run([python, "-c", COMPILE], check=True)
+
+
+def compare_venv(venv: Path, base: str) -> str | None:
+    """Make `venv` with htcondor.dags and ezdag (from `base`); return why not, or None."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-W", "ignore", "-c", "import htcondor.dags, ezdag"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return None
-    print(f"creating {VENV} (htcondor==24.0.24, ezdag) ...", flush=True)
+    if venv.is_dir() and any(venv.iterdir()) and not (venv / "pyvenv.cfg").is_file():
+        return f"{venv} is not empty and not a virtualenv; remove it or pass another --venv"
+    print(f"creating {venv} ({', '.join(COMPARE)}) ...", flush=True)
     for step in (
-        [sys.executable, "-m", "venv", str(VENV)],
-        [str(VENV_PY), "-m", "pip", "install", "-q", "htcondor==24.0.24", "ezdag"],
-        # aframe-dag's own dependencies minus wandb (not imported by build) and htcondor
-        # (24.0.24 is already there); the project itself from this checkout
-        [str(VENV_PY), "-m", "pip", "install", "-q", "jinja2", "click", "pyyaml"],
-        [str(VENV_PY), "-m", "pip", "install", "-q", "--no-deps", "-e", str(HERE.parent)],
+        # the base of aframe-dag's own Python, so both envs pay about the same start-up
+        [base, "-m", "venv", "--clear", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *COMPARE],
         probe,
     ):
         done = subprocess.run(step, capture_output=True, text=True)
@@ -227,31 +274,38 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N")
-    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    parser.add_argument(
+        "--venv",
+        type=lambda path: Path(path).expanduser().absolute(),
+        default=default_venv(),
+        help=f"the htcondor.dags and ezdag env (default %(default)s, from ${VENV_VAR} or XDG)",
+    )
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    aframe, python = installed_aframe()  # raw runs on aframe-dag's own Python
     WORK.mkdir(parents=True, exist_ok=True)
-    why_not = compare_venv()
-    python = str(VENV_PY) if why_not is None else sys.executable
-    # every writer runs from bytecode, as pip leaves installed packages: the editable
-    # checkout has none when PYTHONDONTWRITEBYTECODE is set
-    subprocess.run([python, "-m", "compileall", "-q", str(HERE.parent / "aframe_dag")], check=True)
-    exe = Path(python).with_name("aframe-dag")  # the console script, not a pyenv shim
-    aframe = str(exe) if exe.exists() else shutil.which("aframe-dag") or "aframe-dag"
-    for generated in (WORK, VENV):  # keep outputs and the venv out of `git status`
-        if generated.is_dir():
-            (generated / ".gitignore").write_text("*\n")
+    os.chdir(WORK)  # every child runs here, whatever the caller's directory holds
+    why_not = compare_venv(args.venv, python)
+    venv_python = str(args.venv / "bin" / "python")
+    compile_installed(python)  # every writer runs from bytecode
     work = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))  # left behind if a check fails
     err, common = work / "stderr", json.dumps(COMMON)
     writers = {"aframe-dag": [aframe, "build"], "raw": [python, "-c", RAW]}
     if why_not is None:
-        writers["htcondor.dags"] = [str(VENV_PY), "-c", DAGS]
-        writers["ezdag"] = [str(VENV_PY), "-c", EZDAG]
+        writers["htcondor.dags"] = [venv_python, "-c", DAGS]
+        writers["ezdag"] = [venv_python, "-c", EZDAG]
 
     print(f"machine: {machine()}")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load}; outputs in {work}")
+    print(f"aframe-dag: {aframe} (raw on {python})")
     if why_not:
         print(f"htcondor.dags and ezdag NOT measured: {why_not}")
+    else:
+        print(f"htcondor.dags and ezdag: {venv_python}")
     starts = {"python -c pass": [python, "-c", "pass"]}
+    if why_not is None:
+        starts["comparison env's python -c pass"] = [venv_python, "-c", "pass"]
     start = {k: min(run(cmd, err)[0] for _ in range(REPEATS)) for k, cmd in starts.items()}
     rss_floor = run(["true"], err)[1]  # what the launcher itself leaves in ru_maxrss
     print("start-up alone: " + ", ".join(f"{k} {v:.3f} s" for k, v in start.items()))

@@ -2,11 +2,12 @@
 
 For each N (10^3, 10^4, 10^5) and k (1, 10, 100), one config: a `gen` stage with
 `foreach: {count: {num_jobs: N}}`, `tasks_per_job: k`, container mode none and a /bin/true
-command. Each is built 3 times, interleaved, with `python -m aframe_dag build` (the package
-compiled to bytecode first) into a fresh run dir under benchmarks/.work/; the table has the
-best wall time of the whole process, that run's peak RSS (the os.wait4 launcher of
-build.py), the JOB lines of the written aframe.dag, the sizes of aframe.dag and gen.tasks,
-and the least time DAGMan needs to submit those jobs.
+command. Each is built 3 times, interleaved, with the installed `aframe-dag build` (the
+console script build.py finds, its package compiled to bytecode first) into a fresh run dir
+under benchmarks/.work/, where every child runs; the table has the best wall time of the
+whole process, that run's peak RSS (the os.wait4 launcher of build.py), the JOB lines of
+the written aframe.dag, the sizes of aframe.dag and gen.tasks, and the least time DAGMan
+needs to submit those jobs.
 Every output is checked first: ceil(N/k) JOB lines whose names and VARS cover gen-0 ...
 gen-(N-1) in order, and for k > 1 a gen.tasks of N lines (for k = 1, none).
 
@@ -28,13 +29,13 @@ import argparse
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from build import HERE, WORK, machine, run  # benchmarks/build.py: its launcher and machine line
+# benchmarks/build.py: its launcher, machine line and lookup of the installed aframe-dag
+from build import WORK, compile_installed, installed_aframe, machine, run
 
 REPEATS = 3
 MAX_SUBMITS_PER_INTERVAL = 100  # DAGMAN_MAX_SUBMITS_PER_INTERVAL default
@@ -99,20 +100,21 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.items) < 1 or min(args.k) < 1:
         parser.error("--items and --k must be at least 1")
+    # the console script next to this Python (not a pyenv shim), else on PATH; from
+    # bytecode, as pip leaves an installed package: with PYTHONDONTWRITEBYTECODE set, an
+    # edited editable checkout would otherwise be compiled again by every build
+    aframe, python = installed_aframe()
+    build = [aframe, "build"]
     WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / ".gitignore").write_text("*\n")  # keep outputs out of `git status`
+    os.chdir(WORK)  # every child runs here, whatever the caller's directory holds
+    compile_installed(python)
     work = Path(tempfile.mkdtemp(prefix="clustering-", dir=WORK))  # left behind if a check fails
     err = work / "stderr"
-    # the real interpreter (not a pyenv shim), so every build pays the same start-up; and
-    # from bytecode, as pip leaves an installed package: with PYTHONDONTWRITEBYTECODE set,
-    # an edited editable checkout would otherwise be compiled again by every build
-    build = [sys.executable, "-m", "aframe_dag", "build"]
-    package = HERE.parent / "aframe_dag"
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
 
     print(f"machine: {machine()}")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load}; run dirs in {work}")
+    print(f"aframe-dag: {aframe}")
     print(
         f"DAGMan's default rate: DAGMAN_MAX_SUBMITS_PER_INTERVAL {MAX_SUBMITS_PER_INTERVAL} / "
         f"DAGMAN_USER_LOG_SCAN_INTERVAL {SCAN_INTERVAL_S} s = {SUBMITS_PER_S:g} jobs/s\n"

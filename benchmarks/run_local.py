@@ -9,7 +9,9 @@ one, the same way; and a one-node DAG, run-local's fixed start-up.
 --jobs: M (40) nodes that each `sleep 0.25`, run with --jobs 1, 2, 4 and 8, against the
 ideal M*0.25/jobs seconds.
 
-Each DAG is built once into a fresh dir under benchmarks/.work/ (build time excluded).
+aframe-dag is the installed console script build.py finds (next to this Python, else on
+PATH). Each DAG is built once into a fresh dir under benchmarks/.work/, where every child
+runs (build time excluded).
 Before each run its run-local.record is deleted, so every node runs again. Every run is
 checked (the "N nodes succeeded, 0 failed" line, N done records) before its time counts.
 Runs are interleaved; each figure is the best wall time of 3, with run-local's peak RSS.
@@ -34,8 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-WORK = HERE / ".work"
+from build import WORK, installed_aframe  # benchmarks/build.py
+
 REPEATS, SLEEP, JOBS = 3, 0.25, (1, 2, 4, 8)
 HEAD = 'name: bench\ncondor: {container: none, use_oauth_services: "", getenv: [PATH]}\nstages:\n'
 
@@ -151,16 +153,16 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.nodes, args.chain, args.sleepers) < 2:
         parser.error("--nodes, --chain and --sleepers must be at least 2")
-    exe = Path(sys.executable).with_name("aframe-dag")  # the console script, not a pyenv shim
-    aframe = str(exe) if exe.exists() else shutil.which("aframe-dag") or "aframe-dag"
+    aframe, _ = installed_aframe()  # the console script, not a pyenv shim; exits if none
     WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / ".gitignore").write_text("*\n")  # keep outputs out of `git status`
+    os.chdir(WORK)  # every child runs here, whatever the caller's directory holds
     work = Path(tempfile.mkdtemp(prefix="run-local-", dir=WORK))  # left behind if a check fails
     out, err = work / "stdout", work / "stderr"
 
     print(f"machine: {machine()}")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load}; run dirs in {work}")
+    print(f"aframe-dag: {aframe}")
     n, chain, m = args.nodes, args.chain, args.sleepers
     fan = "  node:\n    foreach: {count: {num_jobs: %d}}\n    command: %s\n"
     links = [f"  s{i}:\n    after: [s{i - 1}]\n    command: /bin/true\n" for i in range(1, chain)]
