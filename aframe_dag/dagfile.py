@@ -197,11 +197,17 @@ class Submit:
         return macros
 
 
-def parse_submit(path: Path) -> Submit:
-    """Parse a .sub file in the subset aframe-dag writes (one `queue`, no loops)."""
+def parse_submit(path: Path, strict: bool = True) -> Submit:
+    """Parse a .sub file in the subset aframe-dag writes (one `queue`, no loops); not
+    `strict`, what it cannot read is skipped (a file that cannot be read has no commands)."""
     commands: dict[str, str] = {}
     includes: list[Path] = []
-    lines = _read(path)
+    try:
+        lines = _read(path, strict)
+    except RunDirError:
+        if strict:
+            raise
+        return Submit(path, commands, includes)
     number = 0
     queued = False
     while number < len(lines):
@@ -215,7 +221,7 @@ def parse_submit(path: Path) -> Submit:
             continue
         where = f"{path}:{start}"
         if line.lower() == "queue":
-            if queued:
+            if queued and strict:
                 raise RunDirError(f"{where}: a second queue statement is not supported")
             queued = True
             continue
@@ -226,12 +232,16 @@ def parse_submit(path: Path) -> Submit:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or " " in key:
-            raise RunDirError(f"{where}: cannot read {line!r} (run-local reads KEY = VALUE)")
+            if strict:
+                raise RunDirError(f"{where}: cannot read {line!r} (run-local reads KEY = VALUE)")
+            continue
         if key.startswith("+"):
             continue  # job ClassAd attributes: HTCondor's business
         if key.lower() not in SUPPORTED:
-            raise RunDirError(f"{where}: {key} is not supported by run-local")
+            if strict:
+                raise RunDirError(f"{where}: {key} is not supported by run-local")
+            continue
         commands[key.lower()] = value.strip()
-    if not queued:
+    if not queued and strict:
         raise RunDirError(f"{path}: no queue statement")
     return Submit(path, commands, includes)

@@ -214,26 +214,12 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
-def _submit_values(path: Path) -> dict[str, str]:
-    """KEY = VALUE pairs of a .sub file, keys lower-cased; {} if it cannot be read."""
-    try:
-        text = quoting.join_continuations(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return {}
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip().lower()] = value.strip()
-    return values
-
-
 class _Stderr:
     """Stderr paths of nodes, from their .sub `error` with $(JOB) and VARS expanded."""
 
     def __init__(self, paths: _Paths):
         self.paths = paths
-        self.submits: dict[Path, dict[str, str]] = {}
+        self.submits: dict[Path, dagfile.Submit] = {}
 
     def __call__(self, node: DagNode, dag_dir: Path) -> Path | None:
         """The node's stderr file, or None if its .sub names none."""
@@ -241,7 +227,7 @@ class _Stderr:
             return None
         submit = self.paths(node.submit)
         if submit not in self.submits:
-            self.submits[submit] = _submit_values(submit)
+            self.submits[submit] = dagfile.parse_submit(submit, strict=False)
         values = self.submits[submit]
         macros = {**node.vars, "JOB": node.name}
         error = quoting.expand_macros(values.get("error", ""), macros)
