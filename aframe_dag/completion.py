@@ -71,7 +71,8 @@ def image_identity(image: str | None) -> str:
 
 def submit_parts(submit_text: str) -> tuple[str, str]:
     """(recipe, environment) of a .sub: comments dropped, environment lines apart."""
-    recipe, env = [], []
+    recipe: list[str] = []
+    env: list[str] = []
     for line in submit_text.splitlines():
         if line.lstrip().startswith("#"):
             continue

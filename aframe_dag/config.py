@@ -98,16 +98,17 @@ def _pipeline_name(name: str) -> str:
 @dataclass(frozen=True, kw_only=True)
 class Resources:
     cpus: int = rule(1, ge=1, le=1024)
-    # int accepted so that `memory: 16` gets the "needs a unit" message; stored as str
-    memory: str | int = rule("2GB", check=_quantity)
-    disk: str | int = rule("1GB", check=_quantity)
+    # an int is accepted so that `memory: 16` gets the "needs a unit" message; _quantity
+    # stores each as a str such as 16GB
+    memory: str = rule("2GB", check=_quantity, accepts=str | int)
+    disk: str = rule("1GB", check=_quantity, accepts=str | int)
     gpus: int = rule(0, ge=0, le=64)
     # LIGO pattern: start at `memory`, retry held jobs at 3x their usage up to this
-    max_memory: str | int | None = rule(None, check=_quantity)
+    max_memory: str | None = rule(None, check=_quantity, accepts=str | int | None)
     # memory each GPU must have (gpus_minimum_memory)
-    gpu_memory: str | int | None = rule(None, check=_quantity)
+    gpu_memory: str | None = rule(None, check=_quantity, accepts=str | int | None)
     # a job that runs out of GPU memory is retried on a GPU with twice as much, up to this
-    max_gpu_memory: str | int | None = rule(None, check=_quantity)
+    max_gpu_memory: str | None = rule(None, check=_quantity, accepts=str | int | None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -293,12 +294,14 @@ def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
                 if name in seen:
                     raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {name!r}")
                 seen.add(name)
-                lines[(*keys, name)] = f"{path}:{key.start_mark.line + 1}"
-                walk(value, (*keys, name))
+                here = (*keys, name)
+                lines[here] = f"{path}:{key.start_mark.line + 1}"
+                walk(value, here)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                lines[(*keys, index)] = f"{path}:{item.start_mark.line + 1}"
-                walk(item, (*keys, index))
+                here = (*keys, index)
+                lines[here] = f"{path}:{item.start_mark.line + 1}"
+                walk(item, here)
         inside.discard(id(node))
 
     walk(node, ())

@@ -331,7 +331,7 @@ class Timeslides(Spec):
         if num_shifts > MAX_ITEMS:
             raise too_many(f"over {MAX_ITEMS}")
         psd_segment = segment_tag(*segments[-1])
-        items = []
+        items: list[Item] = []
         for start, stop in segments:
             candidates = [[s * (i + 1) for s in self.shifts] for i in range(num_shifts)]
             if self.zero_lag:

@@ -180,7 +180,8 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
 
     leaves = [n for s in [*drawn, loose] for n in s.nodes]  # jobs, as build counts them
     done = sum(states.get(n) == "done" for n in leaves)
-    failed = sum(states.get(n) == "failed" for n in [*leaves, *(s.runtime for s in drawn)])
+    runtime = [s.runtime for s in drawn if s.runtime is not None]
+    failed = sum(states.get(n) == "failed" for n in [*leaves, *runtime])
     title = f"{_pipeline_name(run_dir)}: {done} of {len(leaves)} nodes done"
     if failed:
         title += f", {failed} failed"

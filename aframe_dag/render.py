@@ -298,7 +298,8 @@ class _NativeSandbox(nativetypes.NativeEnvironment, ConfigSandbox):
 
 
 class _NativeTemplate(nativetypes.NativeTemplate):
-    environment_class = _NativeSandbox
+    # mypy cannot tell that a class with two Environment bases is a NativeEnvironment
+    environment_class = _NativeSandbox  # type: ignore[assignment]
 
 
 _NativeSandbox.template_class = _NativeTemplate
@@ -357,7 +358,7 @@ def _render(env: ConfigSandbox, source: str, context: Mapping[str, Any], where: 
     try:
         template = env.from_config(source)
         chunks = template.root_render_func(template.new_context(dict(context)))
-        return env.concat(_bounded_output(chunks))  # type: ignore[attr-defined]
+        return env.concat(_bounded_output(chunks))
     except RenderError as exc:
         raise RenderError(f"{where}: {exc}") from None
     except jinja2.TemplateSyntaxError as exc:

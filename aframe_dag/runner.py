@@ -503,7 +503,12 @@ class Runner:
                 self._fail(task, f"cannot start {command.argv[0]}: {exc.strerror}")
                 return False
         process = task.process
-        threading.Thread(target=lambda: (process.wait(), self.wake.set()), daemon=True).start()
+
+        def wake_when_done() -> None:
+            process.wait()
+            self.wake.set()
+
+        threading.Thread(target=wake_when_done, daemon=True).start()
         task.state = "running"
         gpus = f" on GPU {','.join(task.gpus)}" if task.gpus else ""
         self._say(f"start {task.key}{gpus}")

@@ -38,9 +38,14 @@ def rule(
     le: float | None = None,
     min_length: int | None = None,
     check: Callable[[Any], Any] | None = None,
+    accepts: Any = None,
 ) -> Any:
-    """A dataclass field with bounds and an optional `check(value) -> value` (raises ValueError)."""
-    metadata = {"ge": ge, "gt": gt, "le": le, "min_length": min_length, "check": check}
+    """A dataclass field with bounds and an optional `check(value) -> value` (raises
+    ValueError). With `accepts`, the value given may be of that wider type; the check
+    turns it into the declared one (so `memory: 16` gets the check's own message)."""
+    metadata = {
+        "ge": ge, "gt": gt, "le": le, "min_length": min_length, "check": check, "accepts": accepts
+    }  # fmt: skip
     if isinstance(default, list | dict):
         factory = (lambda d: lambda: type(d)(d))(default)
         return dataclasses.field(default_factory=factory, metadata=metadata)
@@ -65,7 +70,8 @@ def validate(cls: type[T], data: Any, path: Path = ()) -> T:
             ):
                 raise SchemaError((*path, name), "required key is missing")
             continue
-        value = convert(hints[name], data[name], (*path, name))
+        given = field.metadata.get("accepts") or hints[name]
+        value = convert(given, data[name], (*path, name))
         values[name] = _constrain(value, field.metadata, (*path, name))
     instance = cls(**values)
     check = getattr(instance, "check", None)
@@ -107,8 +113,8 @@ def convert(kind: Any, value: Any, path: Path) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        names = [repr(a) for a in args]
-        allowed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+        shown = [repr(a) for a in args]
+        allowed = ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1 else shown[0]
         raise SchemaError(path, f"must be one of {allowed}, got {_show(value)}")
     if origin is list:
         if not isinstance(value, list):

@@ -265,7 +265,14 @@ def _wandb(config: Config, run_dir: Path, env: Mapping[str, str]) -> Wandb:
     values["project"] = values["project"] or "aframe"
     values["group"] = values["group"] or f"{config.name}-{run_dir.name}"
     tags = wandb.tags or [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
-    return replace(wandb, tags=tags, **values)
+    return replace(
+        wandb,
+        tags=tags,
+        name=values["name"],
+        entity=values["entity"],
+        project=values["project"],
+        group=values["group"],
+    )
 
 
 def _dev(loaded: LoadedConfig, env: Mapping[str, str]) -> Dev:
@@ -598,7 +605,7 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
     if escalation:
         python = _python(command, mode)
         command = [[python], [entry("oom")], ["--"], *command]
-    environment = {
+    environment: dict[str, list[quoting.Part] | str] = {
         key: render.render_value(value, context, f"stages.{plan.name}.environment.{key}")
         for key, value in {**condor.environment, **stage.environment}.items()
     }
@@ -671,7 +678,7 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         periodic_remove=_periodic_remove(condor.remove_held_after, memory.max_memory),
         periodic_release=_periodic_release(memory.max_memory, escalation),
         gpu_escalation=escalation,
-        gpus_minimum_memory=megabytes(str(memory.gpu_memory))
+        gpus_minimum_memory=megabytes(memory.gpu_memory)
         if memory.gpu_memory
         else (config.remote.gpus_minimum_memory if transfer else None),
         accounting_group=condor.accounting_group,
@@ -690,7 +697,7 @@ def _tasks_command(
     """A clustered stage's command: the tasks wrapper, then the command with each item
     field as `{field}`, which the wrapper fills from RUN/STAGE.tasks for each task."""
     python = _python(command, mode)
-    words = [[_braced(p) for p in token] for token in command]
+    words: list[list[quoting.Part]] = [[_braced(p) for p in token] for token in command]
     wrapper: list[list[quoting.Part]] = [
         [python],
         [entry("tasks")],
@@ -732,7 +739,7 @@ def gpu_escalation(stage: Stage, where: str) -> Escalation | None:
         return None
     if not res.gpu_memory:
         raise ConfigError(f"{where}.max_gpu_memory: needs gpu_memory, the GPU memory to start at")
-    base, cap = megabytes(str(res.gpu_memory)), megabytes(str(res.max_gpu_memory))
+    base, cap = megabytes(res.gpu_memory), megabytes(res.max_gpu_memory)
     if cap < base:
         raise ConfigError(f"{where}.max_gpu_memory: is below gpu_memory ({res.gpu_memory})")
     steps = 0
@@ -898,7 +905,7 @@ def _unique(values: list[str]) -> list[str]:
 def apptainer_binds(config: Config, run_dir: Path) -> list[str]:
     """Run dir, local data dirs and configured binds; nested dirs collapse into parents."""
     paths = [str(run_dir), *(d for d in config.dirs.values() if "://" not in d)]
-    binds = []
+    binds: list[str] = []
     for path in sorted(set(paths)):
         if not any(path.startswith(parent.rstrip("/") + "/") for parent in binds):
             binds.append(quoting.bind_path(path, "apptainer --bind of the run dir or dirs"))

@@ -41,10 +41,9 @@ def record_text(key: str, events: list[str], when: float) -> str:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     config = tmp_path / "one.yaml"
-    config.write_text(
-        yaml.safe_dump({"name": "one", "condor": {"container": "none"},
-                        "stages": {"a": {"command": "true"}}})  # fmt: skip
-    )
+    stages = {"a": {"command": "true"}}
+    pipeline = {"name": "one", "condor": {"container": "none"}, "stages": stages}
+    config.write_text(yaml.safe_dump(pipeline))
     run = tmp_path / "run"
     code, _, err = run_cli("build", str(config), "--run-dir", str(run))
     assert code == 0, err
@@ -65,6 +64,7 @@ def test_every_reader_of_run_locals_record_agrees(sample: str, run_dir: Path) ->
     runner = Runner(run_dir, [], 1, lambda message, progress: None)
     assert ("aframe.dag:a" in runner.recorded) == done
     code, out, err = run_cli("status", str(run_dir), "--json")
+    assert code == 0, err
     (stage,) = json.loads(out)["stages"]
     assert stage["done"] == (1 if done else 0), (out, err)
     assert stage["failed"] == (1 if meaning == "failed" else 0), (out, err)

@@ -34,8 +34,8 @@ def parse_numbers(text: str, name: str) -> tuple[float, ...]:
 def find_nodes(input_dir: Path) -> list[Node]:
     """Return (dir, shifts) per node in the task's branch order."""
     dirs = [p for p in input_dir.glob(f"*{MARKER}*") if p.is_dir()]
-    missing = [d / f for d in dirs for f in (BACKGROUND, FOREGROUND)]
-    missing = sorted(str(m) for m in missing if not m.is_file())
+    expected = [d / f for d in dirs for f in (BACKGROUND, FOREGROUND)]
+    missing = sorted(str(m) for m in expected if not m.is_file())
     if missing:
         raise ValueError(f"missing input files: {', '.join(missing)}")
     keys = {}
