@@ -13,13 +13,12 @@ from typing import Any, Literal
 
 import yaml
 
-from aframe_dag import files, graph, schema
+from aframe_dag import fanout, files, graph, schema
 from aframe_dag.errors import ConfigError
 from aframe_dag.schema import rule
 
-Generator = Literal["count", "list", "product", "segments", "timeslides"]
 ContainerMode = Literal["apptainer", "container-universe", "none"]
-GENERATORS = typing.get_args(Generator)
+GENERATORS = tuple(fanout.GENERATORS)  # the registry's names, in its order
 CONTAINER_MODES = typing.get_args(ContainerMode)
 NAME = r"[A-Za-z][A-Za-z0-9_]*"
 QUANTITY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])i?B?", re.IGNORECASE)
