@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aframe_dag import render
 from aframe_dag.config import Config
+from aframe_dag.resolve import template_context
 
 # IGWN accounting tags: lower-case words joined by dots, e.g. ligo.dev.o4.cbc.allsky.aframe
 ACCOUNTING_GROUP = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)+")
@@ -102,13 +103,13 @@ def _wandb(config: Config, env: Mapping[str, str]) -> Iterator[Check]:
 
 def _first_inputs(config: Config, run_dir: Path) -> Iterator[Check]:
     """The declared inputs of stages that wait for nothing must be there already."""
-    context = {"params": config.params, "dirs": config.dirs, "run_dir": str(run_dir), "python": ""}
     for name, stage in config.stages.items():
         if stage.after:
             continue
+        context = template_context(config, run_dir, name)
         for i, template in enumerate(stage.inputs):
             where = f"stages.{name}.inputs.{i}"
-            path = render.render_text(template, {**context, "stage": {"name": name}}, where)
+            path = render.render_text(template, context, where)
             if "://" in path:
                 continue
             exists = Path(path).exists()

@@ -7,7 +7,6 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from aframe_dag import (
 from aframe_dag.config import (
     NAME,
     Config,
-    Dev,
     LoadedConfig,
     Stage,
     Wandb,
@@ -36,6 +34,7 @@ from aframe_dag.config import (
     read_yaml,
 )
 from aframe_dag.errors import ConfigError, FanoutError, GraphError, RunDirError
+from aframe_dag.resolve import resolve, template_context
 
 ENTRY_DIR = Path(__file__).parent / "entry"
 ENTRY_SCRIPTS = sorted(p.stem for p in ENTRY_DIR.glob("*.py") if p.stem != "__init__")
@@ -181,159 +180,6 @@ def check_dag_path(path: Path, what: str) -> None:
 
 
 # --- planning ----------------------------------------------------------------
-
-
-def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None = None) -> Config:
-    """Render `dirs` to absolute paths and images to full paths, fill W&B from WANDB_* and
-    find the --dev checkout (what config.yaml records)."""
-    config = loaded.config
-    env = os.environ if env is None else env
-    context: dict[str, Any] = {"run_dir": str(run_dir), "params": config.params, "dirs": {}}
-    dirs: dict[str, str] = {}
-    for name, value in config.dirs.items():
-        text = render.render_text(value, context, f"dirs.{name}")
-        if not text:
-            raise loaded.error(("dirs", name), "is empty")
-        dirs[name] = text if "://" in text else str(write.absolute(text))
-        context["dirs"] = dirs
-    condor = config.condor
-    image_dir = condor.image_dir or None
-    stages = {}
-    for name, stage in config.stages.items():
-        service = stage.service
-        if service is not None:
-            keys = ("stages", name, "service", "image")
-            service = replace(service, image=_image(loaded, keys, service.image, image_dir))
-        image = _image(loaded, ("stages", name, "image"), stage.image, image_dir)
-        stages[name] = replace(stage, image=image, service=service)
-    for section in ("wandb", "remote"):
-        settings = getattr(config, section)
-        for i, name in enumerate(settings.stages if settings.enabled else []):
-            if name not in stages:
-                raise loaded.error((section, "stages", i), f"no stage {name!r}")
-    absolute_image_dir = str(write.absolute(image_dir)) if image_dir else None
-    return replace(
-        config,
-        dirs=dirs,
-        stages=stages,
-        condor=replace(condor, image_dir=absolute_image_dir),
-        wandb=_wandb(config, run_dir, env),
-        dev=_dev(loaded, env),
-    )
-
-
-def _image(
-    loaded: LoadedConfig, keys: tuple[str, ...], image: str | None, image_dir: str | None
-) -> str | None:
-    """An image as a full path (or URL); an error naming the key if it is not there."""
-    mode = loaded.config.condor.container
-    if mode == "none":
-        return image
-    if not image:
-        raise loaded.error(keys, f"required with container mode {mode!r}")
-    if "://" in image:
-        return image
-    if not Path(image).is_absolute():
-        if not image_dir:
-            raise loaded.error(
-                keys,
-                f"{image!r} is relative but no image dir is set "
-                "(--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)",
-            )
-        image = str(Path(image_dir, image))
-    image = str(write.absolute(quoting.check_value(image, ".".join(keys))))
-    # a .sif file, or an unpacked image dir (as on /cvmfs/singularity.opensciencegrid.org)
-    if not Path(image).exists():
-        raise loaded.error(keys, f"no such image: {image}")
-    return image
-
-
-WANDB_ENV = {
-    "name": "WANDB_NAME",
-    "entity": "WANDB_ENTITY",
-    "project": "WANDB_PROJECT",
-    "group": "WANDB_RUN_GROUP",
-}
-
-
-def _wandb(config: Config, run_dir: Path, env: Mapping[str, str]) -> Wandb:
-    """W&B settings with WANDB_* filling what the config leaves unset."""
-    wandb = config.wandb
-    if not wandb.enabled:
-        return wandb
-    values = {k: getattr(wandb, k) or env.get(v) or None for k, v in WANDB_ENV.items()}
-    values["project"] = values["project"] or "aframe"
-    values["group"] = values["group"] or f"{config.name}-{run_dir.name}"
-    tags = wandb.tags or [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
-    return replace(
-        wandb,
-        tags=tags,
-        name=values["name"],
-        entity=values["entity"],
-        project=values["project"],
-        group=values["group"],
-    )
-
-
-def _dev(loaded: LoadedConfig, env: Mapping[str, str]) -> Dev:
-    """The --dev checkout as an absolute path, checked to be an aframe checkout."""
-    dev = loaded.config.dev
-    if not dev.enabled:
-        return dev
-    mode = loaded.config.condor.container
-    if mode != "apptainer":
-        raise loaded.error(
-            ("dev", "enabled"),
-            f"--dev binds a checkout into apptainer images; container mode {mode!r} "
-            + ("runs host commands" if mode == "none" else "lets a job add no binds"),
-        )
-    where = "dev.path"
-    path = dev.path or env.get("AFRAME_REPO") or None
-    if path is None:
-        where = "the working directory's git checkout"
-        path = _git_toplevel(Path.cwd())
-        if path is None:
-            raise loaded.error(
-                ("dev", "path"),
-                "not set and the working directory is in no git checkout: "
-                "pass --dev-path PATH (an aframe checkout)",
-            )
-    checkout = Path(path).absolute()
-    if not is_aframe_checkout(checkout):
-        raise loaded.error(
-            ("dev", "path"),
-            f"{checkout} ({where}) is not an aframe checkout "
-            "(no pyproject.toml naming aframe beside projects/)",
-        )
-    return replace(dev, path=str(checkout))
-
-
-def is_aframe_checkout(path: Path) -> bool:
-    """An aframe repo: pyproject.toml whose project is aframe, and its projects/ dir."""
-    pyproject = path / "pyproject.toml"
-    if not (pyproject.is_file() and (path / "projects").is_dir()):
-        return False
-    text = pyproject.read_text(encoding="utf-8", errors="replace")
-    return re.search(r'^name\s*=\s*"aframe"', text, re.MULTILINE) is not None
-
-
-def _git_toplevel(start: Path) -> str | None:
-    for directory in (start, *start.parents):
-        if (directory / ".git").exists():
-            return str(directory)
-    return None
-
-
-def template_context(config: Config, run_dir: Path, stage: str) -> dict[str, Any]:
-    """What a stage's templates see: params, dirs, run_dir, python, stage (and item)."""
-    return {
-        "params": config.params,
-        "dirs": config.dirs,
-        "run_dir": str(run_dir),
-        # the interpreter running the build: host-mode commands can run with it
-        "python": sys.executable,
-        "stage": {"name": stage, "resources": config.stages[stage].resources},
-    }
 
 
 def plan_stage(
