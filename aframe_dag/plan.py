@@ -1,0 +1,141 @@
+"""A planned stage: its items, node names and VARS (each computed once), and the plan."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aframe_dag import completion, fanout, graph, quoting
+from aframe_dag.config import Config, Stage
+
+
+@dataclass
+class StagePlan:
+    """One stage as it will be written."""
+
+    name: str
+    stage: Stage
+    parents: list[str]
+    spec: fanout.Spec | None
+    fields: list[str]  # item fields the command uses, set per node through VARS
+    waits_for: str | None = None  # input that does not exist yet: fan-out at run time
+    items: list[fanout.Item] = field(default_factory=list)
+    submit_text: str = ""
+    entry_scripts: list[str] = field(default_factory=list)
+    stage_fingerprint: completion.Fingerprint | None = None
+    verdicts: dict[str, completion.Verdict] = field(default_factory=dict)
+    recorded: dict[str, str] = field(default_factory=dict)  # node: last known digest
+    _names: list[str] = field(default_factory=list, repr=False)
+    _vars: list[str] = field(default_factory=list, repr=False)
+    _digests: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        """Every node of the stage is complete (a run-time stage never is, at build)."""
+        return not self.runtime and all(v.complete for v in self.verdicts.values())
+
+    @property
+    def runtime(self) -> bool:
+        return self.waits_for is not None
+
+    @property
+    def subdag(self) -> bool:
+        """Written as a sub-DAG: its fan-out waits for an input, or it has a service,
+        which must start with its nodes, not with the whole workflow."""
+        return self.runtime or self.stage.service is not None
+
+    def dag_names(self) -> list[str]:
+        """Its nodes' names in aframe.dag: a sub-DAG stage is one node there, a clustered
+        stage's jobs are its nodes."""
+        if self.subdag:
+            return [self.name]
+        return [c for c, _ in self.clusters()] if self.clustered else self.node_names()
+
+    def tasks_text(self) -> str:
+        """RUN/STAGE.tasks of a clustered stage: a line per item, `NODE field="value" ...`."""
+        pairs = zip(self.node_names(), self.vars_texts(), strict=True)
+        return "".join(f"{node} {text}\n" for node, text in pairs)
+
+    @property
+    def clustered(self) -> bool:
+        """Its items run `tasks_per_job` to a job (RUN/STAGE.tasks lists them)."""
+        return self.spec is not None and self.stage.tasks_per_job > 1
+
+    def clusters(self) -> list[tuple[str, list[str]]]:
+        """The jobs of a clustered stage: (STAGE-FIRST-LAST, its items' node names)."""
+        names, k = self.node_names(), self.stage.tasks_per_job
+        groups = [names[i : i + k] for i in range(0, len(names), k)]
+        return [(f"{g[0]}-{g[-1].rpartition('-')[2]}", g) for g in groups]
+
+    def vars_texts(self) -> list[str]:
+        """Each node's VARS pairs as the DAG file writes them (computed once); also the
+        node's part of its fingerprint. A clustered stage's items keep their raw values
+        (its tasks file is read by the tasks wrapper, not by condor_submit)."""
+        if self.spec is None or self.runtime:
+            return [""]
+        if len(self._vars) != len(self.items):
+            where = f"stage {self.name} item"
+            items = (
+                _raw(self.items, self.fields, where)
+                if self.clustered
+                else _escaped(self.items, self.fields, where)
+            )
+            fields = self.fields
+            if len(fields) == 1:
+                (key,) = fields
+                self._vars = [f'{key}="{item[key]}"' for item in items]
+            elif fields:
+                template = " ".join(f'{key}="{{}}"' for key in fields)
+                values = operator.itemgetter(*fields)
+                self._vars = [template.format(*values(item)) for item in items]
+            else:
+                self._vars = [""] * len(items)
+        return self._vars
+
+    def digest(self, node: str) -> str:
+        """A node's fingerprint now: its stage's hash, then its VARS."""
+        assert self.stage_fingerprint is not None
+        if len(self._digests) != len(self.items) or not self._digests:
+            base = self.stage_fingerprint.base
+            pairs = zip(self.node_names(), self.vars_texts(), strict=True)
+            self._digests = {n: f"{base}/{v}" for n, v in pairs}
+        return self._digests[node]
+
+    def node_names(self) -> list[str]:
+        """Names of this stage's nodes in the top-level DAG (computed once)."""
+        if self.runtime or self.spec is None:
+            return [self.name]
+        if len(self._names) != len(self.items):
+            prefix = graph.node_name(self.name, "")  # STAGE-, then each item's index
+            self._names = [prefix + item["index"] for item in self.items]
+        return self._names
+
+
+@dataclass
+class Plan:
+    config: Config
+    run_dir: Path
+    stages: list[StagePlan]
+
+    def stage(self, name: str) -> StagePlan:
+        return next(s for s in self.stages if s.name == name)
+
+
+def _raw(items: list[fanout.Item], fields: list[str], where: str) -> list[fanout.Item]:
+    """Items with values escaped for a double-quoted VARS-like value only (a tasks file)."""
+    for item in items:
+        for key in fields:
+            quoting.check_value(item[key], f"{where} {key}")
+    special = [k for k in fields if any(c in i[k] for i in items for c in '"\\')]
+    if not special:
+        return items
+    return [{**i, **{k: quoting.dag_escape(i[k]) for k in special}} for i in items]
+
+
+def _escaped(items: list[fanout.Item], fields: list[str], where: str) -> list[fanout.Item]:
+    """Items with VARS-escaped values; a field with nothing to escape is left as is."""
+    special = [k for k in fields if quoting.needs_escape("".join([i[k] for i in items]))]
+    if not special:
+        return items
+    return [{**i, **{k: quoting.vars_value(i[k], f"{where} {k}") for k in special}} for i in items]

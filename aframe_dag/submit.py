@@ -1,0 +1,408 @@
+"""A stage's .sub file: command, container mode, environment, resources, retries that
+learn, remote transfers."""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aframe_dag import fanout, quoting, remote, render, rundir, secrets
+from aframe_dag.config import Config, Stage, Wandb
+from aframe_dag.errors import ConfigError
+from aframe_dag.plan import StagePlan
+from aframe_dag.resolve import template_context
+
+ENTRY_DIR = Path(__file__).parent / "entry"
+ENTRY_SCRIPTS = sorted(p.stem for p in ENTRY_DIR.glob("*.py") if p.stem != "__init__")
+
+
+# --- submit files ------------------------------------------------------------
+
+
+def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
+    """The stage's .sub file."""
+    return _submit_text(config, run_dir, plan, plan.name, plan.stage)
+
+
+def service_submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
+    """The .sub file of a stage's service: the wrapper that starts, publishes and stops it."""
+    service = plan.stage.service
+    assert service is not None
+    name = service_name(plan.name)
+    mode = config.condor.container
+    python = sys.executable if mode == "none" else service.python
+    wrapper = [
+        python, "{{ entry('service') }}", "serve",
+        f"--address-file={run_dir}/{plan.name}.address", f"--ports={','.join(service.ports)}",
+        *([f"--ready={service.ready}"] if service.ready else []), "--",
+    ]  # fmt: skip
+    command: str | list[str] = (
+        [*wrapper, *service.command]
+        if isinstance(service.command, list)
+        else " ".join([*wrapper, service.command])
+    )
+    stage = Stage(
+        description=service.description or f"The service the nodes of {plan.name} talk to.",
+        image=service.image,
+        command=command,
+        resources=service.resources,
+    )
+    return _submit_text(config, run_dir, plan, name, stage)
+
+
+def service_name(stage: str) -> str:
+    """The SERVICE node (and .sub file) of a stage: STAGE-service."""
+    return f"{stage}-service"
+
+
+def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stage: Stage) -> str:
+    condor = config.condor
+    mode = condor.container
+    context = template_context(config, run_dir, plan.name)
+    context["stage"] = {"name": name, "resources": stage.resources}
+    fields = item_fields(plan.spec) if name == plan.name else []
+    placeholder = render.ItemPlaceholder(fields, plan.name) if plan.spec else None
+    if placeholder is not None:
+        context["item"] = placeholder
+    if plan.stage.service is not None:
+        # what the service published, read by condor_submit from the included file
+        context["service_address"] = render.macro_text("SERVICE_ADDRESS")
+
+    def entry(script: str) -> str:
+        if script not in ENTRY_SCRIPTS:
+            raise render.RenderError(
+                f"no entry script {script!r} (available: {', '.join(ENTRY_SCRIPTS)})"
+            )
+        if script not in plan.entry_scripts:
+            plan.entry_scripts.append(script)
+        return f"{script}.py" if mode == "container-universe" else f"{run_dir}/entry/{script}.py"
+
+    context["entry"] = entry
+    where = f"stages.{plan.name}.{'command' if name == plan.name else 'service.command'}"
+    command = render.render_command(stage.command, context, where)
+    if not command:
+        raise ConfigError(f"{where}: the command is empty")
+    wandb = config.wandb
+    if wandb.enabled and name in wandb.stages:
+        command += [[word] for word in wandb_arguments(wandb, context, name)]
+    if plan.clustered and name == plan.name:
+        command = _tasks_command(command, plan, run_dir, mode, entry)
+    escalation = gpu_escalation(stage, where.rpartition(".")[0] + ".resources")
+    if escalation:
+        python = _python(command, mode)
+        command = [[python], [entry("oom")], ["--"], *command]
+    environment: dict[str, list[quoting.Part] | str] = {
+        key: render.render_value(value, context, f"stages.{plan.name}.environment.{key}")
+        for key, value in {**condor.environment, **stage.environment}.items()
+    }
+    secrets.check_environment(
+        [("condor.environment", k) for k in condor.environment]
+        + [(f"stages.{plan.name}.environment", k) for k in stage.environment]
+    )
+    if name == plan.name:
+        plan.fields = placeholder.used if placeholder else []
+    logs_to_wandb = wandb.enabled and name in wandb.stages
+    getenv = [*condor.getenv, *stage.getenv, *(WANDB_GETENV if logs_to_wandb else [])]
+
+    gpus = stage.resources.gpus
+    image = stage.image or ""
+    binds = _stage_binds(stage, context, f"stages.{plan.name}.binds")
+    transfer = None
+    if config.remote.enabled and name in config.remote.stages:
+        transfer, command, environment, image = _remote_job(
+            config, run_dir, plan, context, command, environment, image, binds
+        )
+        binds = []
+    lines = _option_lines(command)
+    if mode == "apptainer":
+        executable = condor.apptainer
+        prefix = ["exec", *(["--nv"] if gpus else [])]
+        host_binds = apptainer_binds(config, run_dir) if transfer is None else []
+        for bind in host_binds:
+            prefix += ["--bind", bind]
+        for path in binds:
+            prefix += ["--bind", f"{path}:{path}:ro"]
+        if config.dev.enabled:
+            dev = quoting.bind_path(str(config.dev.path), "dev.path")
+            prefix += ["--bind", f"{dev}:{config.dev.target}"]
+        lines.insert(0, [[p] for p in [*prefix, image]])
+    else:
+        # /usr/bin/env finds the program on PATH, on the host or inside the image
+        executable = "/usr/bin/env"
+    arguments = quoting.arguments_value(lines, where)
+    memory = stage.resources
+    quoting.check_value(" ".join(stage.description.split()), f"stages.{plan.name}.description")
+    description = textwrap.wrap(stage.description, width=86)
+    entry_files = [f"{run_dir}/entry/{n}.py" for n in plan.entry_scripts]
+    return render.render_file(
+        "stage.sub.j2",
+        pipeline=config.name,
+        stage=name,
+        description=description,
+        nodes_note=_nodes_note(plan) if name == plan.name else "One node, beside the stage's.",
+        universe="container" if mode == "container-universe" else "vanilla",
+        container_image=image if mode == "container-universe" else "",
+        executable=executable,
+        arguments=arguments,
+        run_dir=str(run_dir),
+        initialdir="/" if transfer else str(run_dir),
+        logs=f"{run_dir}/logs" if transfer else "logs",
+        include=f"{run_dir}/{plan.name}.address"
+        if plan.stage.service is not None and name == plan.name
+        else "",
+        environment=quoting.environment_value(environment, f"stages.{plan.name}.environment")
+        if environment
+        else "",
+        getenv=_unique(getenv),
+        transfer_input_files=entry_files if mode == "container-universe" and not transfer else [],
+        remote=transfer,
+        remote_config=config.remote,
+        resources=memory,
+        memory_mb=megabytes(memory.memory) if memory.max_memory else 0,
+        max_memory_mb=megabytes(memory.max_memory) if memory.max_memory else 0,
+        remove_held_after=condor.remove_held_after,
+        periodic_remove=_periodic_remove(condor.remove_held_after, memory.max_memory),
+        periodic_release=_periodic_release(memory.max_memory, escalation),
+        gpu_escalation=escalation,
+        gpus_minimum_memory=megabytes(memory.gpu_memory)
+        if memory.gpu_memory
+        else (config.remote.gpus_minimum_memory if transfer else None),
+        accounting_group=condor.accounting_group,
+        accounting_group_user=condor.accounting_group_user,
+        use_oauth_services=condor.use_oauth_services,
+    )
+
+
+def _tasks_command(
+    command: list[list[quoting.Part]],
+    plan: StagePlan,
+    run_dir: Path,
+    mode: str,
+    entry: Any,
+) -> list[list[quoting.Part]]:
+    """A clustered stage's command: the tasks wrapper, then the command with each item
+    field as `{field}`, which the wrapper fills from RUN/STAGE.tasks for each task."""
+    python = _python(command, mode)
+    words: list[list[quoting.Part]] = [[braced(p) for p in token] for token in command]
+    wrapper: list[list[quoting.Part]] = [
+        [python],
+        [entry("tasks")],
+        [f"--tasks-file={run_dir}/{rundir.tasks_file(plan.name)}"],
+        [f"--record={run_dir}/{rundir.tasks_record(plan.name)}"],
+        ["--run=", quoting.Macro("tasks")],
+        ["--"],
+    ]
+    return wrapper + words
+
+
+def braced(part: quoting.Part) -> str:
+    """A command's part for the tasks wrapper: a field as `{field}`, literal braces doubled."""
+    if isinstance(part, quoting.Macro):
+        return f"{{{part.name}}}"
+    return part.replace("{", "{{").replace("}", "}}")
+
+
+def _python(command: list[list[quoting.Part]], mode: str) -> str:
+    """The Python to run a wrapper with: the command's own (in its image, or here), else
+    the image's python3, or this one for host commands."""
+    first = command[0][0] if command and command[0] else ""
+    if isinstance(first, str) and re.fullmatch(r"python[0-9.]*", Path(first).name):
+        return first
+    return sys.executable if mode == "none" else "python3"
+
+
+@dataclass(frozen=True)
+class Escalation:
+    base: int  # MB of GPU memory asked for first
+    cap: int  # MB never asked beyond
+    steps: int  # doublings from base to cap: the releases after running out of memory
+
+
+def gpu_escalation(stage: Stage, where: str) -> Escalation | None:
+    """The GPU-memory retries of a GPU stage with `max_gpu_memory`, else None."""
+    res = stage.resources
+    if not (res.gpus and res.max_gpu_memory):
+        return None
+    if not res.gpu_memory:
+        raise ConfigError(f"{where}.max_gpu_memory: needs gpu_memory, the GPU memory to start at")
+    base, cap = megabytes(res.gpu_memory), megabytes(res.max_gpu_memory)
+    if cap < base:
+        raise ConfigError(f"{where}.max_gpu_memory: is below gpu_memory ({res.gpu_memory})")
+    steps = 0
+    while base * 2 ** (steps + 1) <= cap:
+        steps += 1
+    return Escalation(base, cap, steps)
+
+
+# W&B: the job needs the key (by name) and honours WANDB_MODE=offline and a local server
+WANDB_GETENV = ["WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"]
+
+
+def wandb_arguments(wandb: Wandb, context: dict[str, Any], stage: str) -> list[str]:
+    """Aframe's train CLI options for a W&B logger (LightningCLI's `+=` appends one)."""
+    args = ["--trainer.logger+=WandbLogger", "--trainer.logger.job_type=train"]
+    if wandb.save_dir:
+        save_dir = render.render_text(wandb.save_dir, context, "wandb.save_dir")
+        args.append(f"--trainer.logger.save_dir={save_dir}")
+    for key in ("name", "entity", "project", "group"):
+        value = getattr(wandb, key)
+        if value:
+            args.append(f"--trainer.logger.{key}={value}")
+    args += [f"--trainer.logger.tags+={tag}" for tag in wandb.tags]
+    for arg in args:
+        quoting.check_value(arg, f"wandb ({stage})")
+    return args
+
+
+def _stage_binds(stage: Stage, context: dict[str, Any], where: str) -> list[str]:
+    """The stage's host files to bind; a path not on this host is one inside the image."""
+    paths = []
+    for i, source in enumerate(stage.binds):
+        path = render.render_text(source, context, f"{where}.{i}")
+        if Path(path).is_absolute() and Path(path).exists():
+            paths.append(quoting.bind_path(path, f"{where}.{i}"))
+    return paths
+
+
+def _remote_job(
+    config: Config,
+    run_dir: Path,
+    plan: StagePlan,
+    context: dict[str, Any],
+    command: list[list[quoting.Part]],
+    environment: dict[str, list[quoting.Part] | str],
+    image: str,
+    binds: list[str],
+) -> tuple[remote.Transfer, list[list[quoting.Part]], dict[str, Any], str]:
+    """A stage without a shared filesystem: its transfers, and its paths as the job sees them."""
+    where = f"stages.{plan.name}"
+    inputs = [
+        render.render_text(t, context, f"{where}.inputs.{i}")
+        for i, t in enumerate(plan.stage.inputs)
+    ]
+    outputs = [
+        render.render_text(t, context, f"{where}.outputs.{i}")
+        for i, t in enumerate(plan.stage.outputs)
+    ]
+    if plan.spec is not None and any(isinstance(p, quoting.Macro) for t in command for p in t):
+        raise ConfigError(f"{where}: a remote stage cannot fan out (its paths are per node)")
+    if config.dev.enabled:
+        raise ConfigError(f"{where}: --dev binds a local checkout, which a remote job cannot see")
+    sent = [*inputs, *binds]
+    if image and config.condor.container == "apptainer":
+        sent.append(image)  # the job needs its image, unless it is on /cvmfs
+    transfer = remote.plan_transfer(sent, outputs, where)
+    s3 = [p for p in transfer.inputs if p.startswith("s3://")]
+    settings = config.remote
+    if s3 and not (settings.aws_access_key_id_file and settings.aws_secret_access_key_file):
+        raise ConfigError(
+            f"{where}.inputs: {s3[0]} needs remote.aws_access_key_id_file and "
+            "remote.aws_secret_access_key_file (files holding the key, never the key)"
+        )
+    if settings.aws_credentials_file:
+        transfer.inputs.append(settings.aws_credentials_file.lstrip("/"))
+        environment = {
+            **environment,
+            "AWS_SHARED_CREDENTIALS_FILE": settings.aws_credentials_file.lstrip("/"),
+        }
+
+    def rewrite(parts: list[quoting.Part]) -> list[quoting.Part]:
+        return [transfer.rewrite(p) if isinstance(p, str) else p for p in parts]
+
+    command = [rewrite(token) for token in command]
+    environment = {
+        k: transfer.rewrite(v) if isinstance(v, str) else rewrite(v) for k, v in environment.items()
+    }
+    return transfer, command, environment, transfer.rewrite(image)
+
+
+def _option_lines(command: list[list[quoting.Part]]) -> list[list[list[quoting.Part]]]:
+    """Group argv for reading: a new line at each --option after the program's words."""
+    lines: list[list[list[quoting.Part]]] = [[]]
+    for token in command:
+        first = token[0] if token else ""
+        if lines[-1] and isinstance(first, str) and first.startswith("--"):
+            lines.append([])
+        lines[-1].append(token)
+    return lines
+
+
+def _periodic_remove(held_for: int, max_memory: str | None) -> list[str]:
+    """ClassAd clauses that remove a job: held too long, or past its memory ceiling."""
+    clauses = []
+    if held_for:
+        clauses.append(f"(JobStatus == 5 && time() - EnteredCurrentStatus > {held_for})")
+    if max_memory:  # it used more than its ceiling allows (held, idle or running)
+        clauses.append(f"(MemoryUsage =!= undefined && MemoryUsage > {megabytes(max_memory)})")
+    return clauses
+
+
+def _periodic_release(max_memory: str | None, gpu: Escalation | None) -> list[str]:
+    """ClassAd clauses that release a held job to try again with more memory."""
+    clauses = []
+    if max_memory:  # held for exceeding its memory (26, 34), below its ceiling: the LIGO pattern
+        clauses.append(
+            "((HoldReasonCode =?= 26 || HoldReasonCode =?= 34) && JobStatus == 5 "
+            f"&& MemoryUsage <= {megabytes(max_memory)})"
+        )
+    if gpu:  # held by on_exit_hold for running out of GPU memory, while a bigger GPU is allowed
+        clauses.append(
+            f"(HoldReasonCode =?= 3 && HoldReasonSubCode =?= 86 && NumJobStarts <= {gpu.steps})"
+        )
+    return clauses
+
+
+def _nodes_note(plan: StagePlan) -> str:
+    if plan.spec is None:
+        return "One node."
+    generator = next(iter(plan.stage.foreach or {}))
+    if plan.runtime:
+        return (
+            f"Fan-out ({generator}) decided at run time from {plan.waits_for}; "
+            f"nodes set {', '.join(plan.fields) or 'nothing'} through VARS."
+        )
+    if plan.clustered:
+        jobs, k = len(plan.clusters()), plan.stage.tasks_per_job
+        return (
+            f"{len(plan.items)} tasks ({generator} fan-out) in {jobs} jobs of up to {k}; "
+            f"{plan.name}.tasks gives each task's {', '.join(plan.fields) or 'nothing'}."
+        )
+    return (
+        f"{len(plan.items)} nodes ({generator} fan-out); "
+        f"each sets {', '.join(plan.fields) or 'nothing'} through VARS."
+    )
+
+
+def item_fields(spec: fanout.Spec | None) -> list[str]:
+    return spec.fields() if spec is not None else []
+
+
+def env_get(config: Config) -> list[str]:
+    """Every variable a .sub takes with getenv: DAGMan must hold them to pass them on."""
+    wandb = WANDB_GETENV if config.wandb.enabled else []
+    stages = (v for s in config.stages.values() for v in s.getenv)
+    return _unique([*config.condor.getenv, *stages, *wandb])
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def apptainer_binds(config: Config, run_dir: Path) -> list[str]:
+    """Run dir, local data dirs and configured binds; nested dirs collapse into parents."""
+    paths = [str(run_dir), *(d for d in config.dirs.values() if "://" not in d)]
+    binds: list[str] = []
+    for path in sorted(set(paths)):
+        if not any(path.startswith(parent.rstrip("/") + "/") for parent in binds):
+            binds.append(quoting.bind_path(path, "apptainer --bind of the run dir or dirs"))
+    return binds + [b for b in config.condor.binds if b not in binds]
+
+
+def megabytes(quantity: str) -> int:
+    """A validated quantity such as 16GB in MB (HTCondor's memory unit)."""
+    number, unit = float(quantity[:-2]), quantity[-2]
+    return int(number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[unit])
