@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,9 @@ from aframe_dag.config import Config, Stage
 
 @dataclass
 class StagePlan:
-    """One stage as it will be written."""
+    """One stage as it will be written: made once its items and submit text are known
+    (`workflow.plan_stage`); its node names, VARS and digests are computed once, on first
+    use. `judge` adds the verdicts."""
 
     name: str
     stage: Stage
@@ -26,9 +29,6 @@ class StagePlan:
     stage_fingerprint: completion.Fingerprint | None = None
     verdicts: dict[str, completion.Verdict] = field(default_factory=dict)
     recorded: dict[str, str] = field(default_factory=dict)  # node: last known digest
-    _names: list[str] = field(default_factory=list, repr=False)
-    _vars: list[str] = field(default_factory=list, repr=False)
-    _digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -72,44 +72,48 @@ class StagePlan:
         """Each node's VARS pairs as the DAG file writes them (computed once); also the
         node's part of its fingerprint. A clustered stage's items keep their raw values
         (its tasks file is read by the tasks wrapper, not by condor_submit)."""
+        return self._vars_texts
+
+    @functools.cached_property
+    def _vars_texts(self) -> list[str]:
         if self.spec is None or self.runtime:
             return [""]
-        if len(self._vars) != len(self.items):
-            where = f"stage {self.name} item"
-            items = (
-                _raw(self.items, self.fields, where)
-                if self.clustered
-                else _escaped(self.items, self.fields, where)
-            )
-            fields = self.fields
-            if len(fields) == 1:
-                (key,) = fields
-                self._vars = [f'{key}="{item[key]}"' for item in items]
-            elif fields:
-                template = " ".join(f'{key}="{{}}"' for key in fields)
-                values = operator.itemgetter(*fields)
-                self._vars = [template.format(*values(item)) for item in items]
-            else:
-                self._vars = [""] * len(items)
-        return self._vars
+        where = f"stage {self.name} item"
+        items = (
+            _raw(self.items, self.fields, where)
+            if self.clustered
+            else _escaped(self.items, self.fields, where)
+        )
+        fields = self.fields
+        if len(fields) == 1:
+            (key,) = fields
+            return [f'{key}="{item[key]}"' for item in items]
+        if fields:
+            template = " ".join(f'{key}="{{}}"' for key in fields)
+            values = operator.itemgetter(*fields)
+            return [template.format(*values(item)) for item in items]
+        return [""] * len(items)
 
     def digest(self, node: str) -> str:
-        """A node's fingerprint now: its stage's hash, then its VARS."""
-        assert self.stage_fingerprint is not None
-        if len(self._digests) != len(self.items) or not self._digests:
-            base = self.stage_fingerprint.base
-            pairs = zip(self.node_names(), self.vars_texts(), strict=True)
-            self._digests = {n: f"{base}/{v}" for n, v in pairs}
+        """A node's fingerprint now: its stage's hash, then its VARS (once judged)."""
         return self._digests[node]
+
+    @functools.cached_property
+    def _digests(self) -> dict[str, str]:
+        assert self.stage_fingerprint is not None, "digest() before judge()"
+        base = self.stage_fingerprint.base
+        return {n: f"{base}/{v}" for n, v in zip(self.node_names(), self.vars_texts(), strict=True)}
 
     def node_names(self) -> list[str]:
         """Names of this stage's nodes in the top-level DAG (computed once)."""
+        return self._node_names
+
+    @functools.cached_property
+    def _node_names(self) -> list[str]:
         if self.runtime or self.spec is None:
             return [self.name]
-        if len(self._names) != len(self.items):
-            prefix = graph.node_name(self.name, "")  # STAGE-, then each item's index
-            self._names = [prefix + item["index"] for item in self.items]
-        return self._names
+        prefix = graph.node_name(self.name, "")  # STAGE-, then each item's index
+        return [prefix + item["index"] for item in self.items]
 
 
 @dataclass

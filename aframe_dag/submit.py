@@ -23,13 +23,23 @@ ENTRY_SCRIPTS = sorted(p.stem for p in ENTRY_DIR.glob("*.py") if p.stem != "__in
 # --- submit files ------------------------------------------------------------
 
 
-def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
-    """The stage's .sub file."""
-    return _submit_text(config, run_dir, plan, plan.name, plan.stage)
+@dataclass(frozen=True)
+class Submission:
+    """A .sub file's text, and what rendering it found."""
+
+    text: str
+    fields: list[str]  # the item fields its command uses, set per node through VARS
+    entry_scripts: list[str]  # the entry scripts its job runs (and those it was given)
 
 
-def service_submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
-    """The .sub file of a stage's service: the wrapper that starts, publishes and stops it."""
+def submit_text(config: Config, run_dir: Path, plan: StagePlan) -> Submission:
+    """The stage's .sub file (`plan` has its items; its fields come from here)."""
+    return _submit_text(config, run_dir, plan, plan.name, plan.stage, [])
+
+
+def service_submit_text(config: Config, run_dir: Path, plan: StagePlan) -> Submission:
+    """The .sub file of a stage's service: the wrapper that starts, publishes and stops it.
+    Its entry scripts are the stage's and its own (container-universe jobs send them)."""
     service = plan.stage.service
     assert service is not None
     name = service_name(plan.name)
@@ -51,7 +61,7 @@ def service_submit_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
         command=command,
         resources=service.resources,
     )
-    return _submit_text(config, run_dir, plan, name, stage)
+    return _submit_text(config, run_dir, plan, name, stage, plan.entry_scripts)
 
 
 def service_name(stage: str) -> str:
@@ -59,8 +69,11 @@ def service_name(stage: str) -> str:
     return f"{stage}-service"
 
 
-def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stage: Stage) -> str:
+def _submit_text(
+    config: Config, run_dir: Path, plan: StagePlan, name: str, stage: Stage, scripts: list[str]
+) -> Submission:
     condor = config.condor
+    used_scripts = list(scripts)
     mode = condor.container
     context = template_context(config, run_dir, plan.name)
     context["stage"] = {"name": name, "resources": stage.resources}
@@ -77,8 +90,8 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
             raise render.RenderError(
                 f"no entry script {script!r} (available: {', '.join(ENTRY_SCRIPTS)})"
             )
-        if script not in plan.entry_scripts:
-            plan.entry_scripts.append(script)
+        if script not in used_scripts:
+            used_scripts.append(script)
         return f"{script}.py" if mode == "container-universe" else f"{run_dir}/entry/{script}.py"
 
     context["entry"] = entry
@@ -103,8 +116,7 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         [("condor.environment", k) for k in condor.environment]
         + [(f"stages.{plan.name}.environment", k) for k in stage.environment]
     )
-    if name == plan.name:
-        plan.fields = placeholder.used if placeholder else []
+    used_fields = (placeholder.used if placeholder else []) if name == plan.name else plan.fields
     logs_to_wandb = wandb.enabled and name in wandb.stages
     getenv = [*condor.getenv, *stage.getenv, *(WANDB_GETENV if logs_to_wandb else [])]
 
@@ -137,13 +149,15 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
     memory = stage.resources
     quoting.check_value(" ".join(stage.description.split()), f"stages.{plan.name}.description")
     description = textwrap.wrap(stage.description, width=86)
-    entry_files = [f"{run_dir}/entry/{n}.py" for n in plan.entry_scripts]
-    return render.render_file(
+    entry_files = [f"{run_dir}/entry/{n}.py" for n in used_scripts]
+    text = render.render_file(
         "stage.sub.j2",
         pipeline=config.name,
         stage=name,
         description=description,
-        nodes_note=_nodes_note(plan) if name == plan.name else "One node, beside the stage's.",
+        nodes_note=_nodes_note(plan, used_fields)
+        if name == plan.name
+        else "One node, beside the stage's.",
         universe="container" if mode == "container-universe" else "vanilla",
         container_image=image if mode == "container-universe" else "",
         executable=executable,
@@ -175,6 +189,7 @@ def _submit_text(config: Config, run_dir: Path, plan: StagePlan, name: str, stag
         accounting_group_user=condor.accounting_group_user,
         use_oauth_services=condor.use_oauth_services,
     )
+    return Submission(text, used_fields, used_scripts)
 
 
 def _tasks_command(
@@ -356,24 +371,24 @@ def _periodic_release(max_memory: str | None, gpu: Escalation | None) -> list[st
     return clauses
 
 
-def _nodes_note(plan: StagePlan) -> str:
+def _nodes_note(plan: StagePlan, fields: list[str]) -> str:
     if plan.spec is None:
         return "One node."
     generator = next(iter(plan.stage.foreach or {}))
     if plan.runtime:
         return (
             f"Fan-out ({generator}) decided at run time from {plan.waits_for}; "
-            f"nodes set {', '.join(plan.fields) or 'nothing'} through VARS."
+            f"nodes set {', '.join(fields) or 'nothing'} through VARS."
         )
     if plan.clustered:
         jobs, k = len(plan.clusters()), plan.stage.tasks_per_job
         return (
             f"{len(plan.items)} tasks ({generator} fan-out) in {jobs} jobs of up to {k}; "
-            f"{plan.name}.tasks gives each task's {', '.join(plan.fields) or 'nothing'}."
+            f"{plan.name}.tasks gives each task's {', '.join(fields) or 'nothing'}."
         )
     return (
         f"{len(plan.items)} nodes ({generator} fan-out); "
-        f"each sets {', '.join(plan.fields) or 'nothing'} through VARS."
+        f"each sets {', '.join(fields) or 'nothing'} through VARS."
     )
 
 

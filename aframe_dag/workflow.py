@@ -79,8 +79,13 @@ def plan_stage(
                 raise FanoutError(
                     f"stage {name}: fan-out is empty (no nodes from {', '.join(spec.inputs())})"
                 )
-    plan.submit_text = submit_text(config, run_dir, plan)
-    return plan
+    submission = submit_text(config, run_dir, plan)
+    return replace(
+        plan,
+        submit_text=submission.text,
+        fields=submission.fields,
+        entry_scripts=submission.entry_scripts,
+    )
 
 
 def _exists(path: str, what: str) -> bool:
@@ -191,14 +196,17 @@ def _build(
     dirs = [f"logs/{s.name}" for s in plan.stages]
     for stage in plan.stages:
         files[f"{stage.name}.sub"] = stage.submit_text
+        scripts = stage.entry_scripts
         if stage.clustered and not stage.runtime:
             files[rundir.tasks_file(stage.name)] = stage.tasks_text()
         if stage.stage.service is not None:
             name = service_name(stage.name)
-            files[f"{name}.sub"] = service_submit_text(plan.config, run_path, stage)
+            service = service_submit_text(plan.config, run_path, stage)
+            files[f"{name}.sub"] = service.text
+            scripts = service.entry_scripts
             files[f"{stage.name}.dagman.config"] = DAGMAN_CONFIG
             dirs.append(f"logs/{name}")
-        for script in stage.entry_scripts:
+        for script in scripts:  # the stage's, and its service's
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
     secrets.check_files(files, os.environ)
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
