@@ -19,7 +19,7 @@ import yaml
 
 from aframe_dag import dagfile, rundir
 from aframe_dag.errors import AframeDagError, RunDirError
-from aframe_dag.rundir import RECORD, done_times
+from aframe_dag.rundir import RECORD, done_times, read_record
 from aframe_dag.status import read_node_status, read_stages
 from aframe_dag.write import write_file
 
@@ -59,7 +59,7 @@ def node_states(run_dir: Path) -> dict[str, str]:
         if path.is_file():
             written[path.name] = path.stat().st_mtime
             done.update(n.name for n in dagfile.parse_dag(path).nodes.values() if n.done)
-    recorded = done_times(run_dir / RECORD)
+    recorded = done_times(read_record(run_dir / RECORD))
     for key, when in recorded.items():
         dag, _, node = key.partition(":")
         if dag in written and when >= written[dag]:

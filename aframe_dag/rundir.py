@@ -45,12 +45,17 @@ class Event(NamedTuple):
 _EVENTS = ("start", "done", "failed")
 
 
-def lines(path: Path) -> list[str]:
-    """The lines of a record or tasks file, none if it cannot be read. Split at newlines
-    only: a task's value may hold U+2028 or U+0085, which str.splitlines() also splits at."""
+def lines(path: Path, strict: bool = False) -> list[str]:
+    """The lines of a record or tasks file, none if it is not there (or, unless `strict`,
+    cannot be read). Split at newlines only: a task's value may hold U+2028 or U+0085,
+    which str.splitlines() also splits at."""
     try:
         return path.read_text(encoding="utf-8", errors="replace").split("\n")
+    except FileNotFoundError:
+        return []
     except OSError:
+        if strict:
+            raise
         return []
 
 
@@ -58,12 +63,8 @@ def read_record(path: Path, strict: bool = False) -> dict[str, Event]:
     """Each key's last event in a record (see the module's rule). A record that cannot be
     read has no events, unless `strict` (the runner, which must not lose its own record):
     then the OSError is raised."""
-    if strict and path.exists():
-        text = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    else:
-        text = lines(path)
     events: dict[str, Event] = {}
-    for line in text:
+    for line in lines(path, strict):
         words = line.split()
         if len(words) < 2 or words[0] not in _EVENTS:
             continue
@@ -77,11 +78,11 @@ def read_record(path: Path, strict: bool = False) -> dict[str, Event]:
     return events
 
 
-def done_times(path: Path, strict: bool = False) -> dict[str, float]:
-    """When each key whose last event is a success succeeded."""
+def done_times(events: dict[str, Event]) -> dict[str, float]:
+    """When each key of a record whose last event is a success succeeded."""
     return {
         key: event.when
-        for key, event in read_record(path, strict).items()
+        for key, event in events.items()
         if event.state == "done" and event.when is not None
     }
 

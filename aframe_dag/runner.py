@@ -270,7 +270,7 @@ class Runner:
         self.services: dict[str, list[Task]] = {}  # DAG file: its running SERVICE nodes
         self.counts = {"done": 0, "failed": 0, "total": 0}
         self.record_path = run_dir / RECORD
-        self.recorded = rundir.done_times(self.record_path, strict=True)
+        self.recorded = rundir.done_times(rundir.read_record(self.record_path, strict=True))
         self.base_env = dict(os.environ)
         self.submits: dict[Path, dagfile.Submit] = {}
         self.outcome = Outcome([], [], 0)

@@ -424,7 +424,7 @@ def _local(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage], mode: s
     live, pid = _runner_lock(run_dir) if mode == "local" else (False, None)
     started = _mtime(run_dir / LOCK) if live else None  # the runner writes it as it starts
     events = rundir.read_record(run_dir / RECORD)
-    done = {k: e.when for k, e in events.items() if e.state == "done" and e.when is not None}
+    done = rundir.done_times(events)
     failed = {k: e.when for k, e in events.items() if e.state == "failed"}
     build = _Builder(stages, _Stderr(paths))
     for stage in stages:

@@ -364,6 +364,17 @@ def open_for(fifo: Path, reader: subprocess.Popen[str]) -> TextIO:
     return open(fds[0], "w", encoding="utf-8")
 
 
+def build_process(config: Path, run_dir: Path, *args: str) -> subprocess.Popen[str]:
+    """`aframe-dag build` started in a process of its own, its output captured."""
+    argv = [sys.executable, "-m", "aframe_dag", "build", str(config), "--run-dir", str(run_dir)]
+    return subprocess.Popen(
+        [*argv, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def race(tmp_path: Path, run_dir: Path, *args: str) -> tuple[str, str]:
     """Two builds of configs tagged tag-x and tag-y at once; returns (winner, loser) tags.
 
@@ -375,21 +386,7 @@ def race(tmp_path: Path, run_dir: Path, *args: str) -> tuple[str, str]:
     if not fifo.exists():
         os.mkfifo(fifo)
     builds = {
-        tag: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aframe_dag",
-                "build",
-                str(config),
-                "--run-dir",
-                str(run_dir),
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        tag: build_process(config, run_dir, *args)
         for tag, config in (
             (tag, config_file(tmp_path, tag, race_stages(tag, fifo))) for tag in ("tag-x", "tag-y")
         )
@@ -456,21 +453,7 @@ def test_run_local_and_a_build_refuse_each_other(tmp_path: Path) -> None:
     fifo = tmp_path / "segments.fifo"
     os.mkfifo(fifo)
     config = config_file(tmp_path, "tag-x", race_stages("tag-x", fifo))
-    builder = subprocess.Popen(  # another pipeline (tag-x) over tag-z's: --force
-        [
-            sys.executable,
-            "-m",
-            "aframe_dag",
-            "build",
-            str(config),
-            "--run-dir",
-            str(run_dir),
-            "--force",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    builder = build_process(config, run_dir, "--force")  # tag-x over tag-z's run
     try:
         with open_for(fifo, builder) as handle:  # the build is inside its lock now
             refused = local(run_dir)
