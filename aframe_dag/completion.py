@@ -25,10 +25,6 @@ from typing import Any
 from aframe_dag import rundir, write
 from aframe_dag.rundir import COMPLETED
 
-# Terminal events of a node in a JOBSTATE_LOG (manual: DAGMan, "Machine-readable event
-# history, the jobstate.log file")
-_SUCCESS = {"JOB_SUCCESS", "POST_SUCCESS"}
-_FAILURE = {"JOB_FAILURE", "POST_FAILURE", "PRE_FAILURE", "JOB_ABORTED"}
 FAILED = "failed"
 
 
@@ -76,7 +72,7 @@ def submit_parts(submit_text: str) -> tuple[str, str]:
     for line in submit_text.splitlines():
         if line.lstrip().startswith("#"):
             continue
-        (env if line.split("=", 1)[0].strip() in ("environment", "getenv") else recipe).append(line)
+        (env if rundir.submit_command(line) in ("environment", "getenv") else recipe).append(line)
     return digest(*recipe), digest(*env)
 
 
@@ -108,25 +104,29 @@ class Outputs:
 # --- records --------------------------------------------------------------------------
 
 
-def write_fingerprints(path: Path, stages: Iterable[Any], dag: str) -> None:
+def write_fingerprints(
+    path: Path, fingerprints: dict[str, Fingerprint], clustered: Iterable[str], dag: str
+) -> None:
     """Record each stage's fingerprint for the DAG file `dag`, and when it was written."""
-    write.write_file(path, fingerprints_text(stages, dag))
+    write.write_file(path, fingerprints_text(fingerprints, clustered, dag))
 
 
-def fingerprints_text(stages: Iterable[Any], dag: str) -> str:
-    """The fingerprints file for the DAG file `dag`, written now.
+def fingerprints_text(
+    fingerprints: dict[str, Fingerprint], clustered: Iterable[str], dag: str
+) -> str:
+    """The fingerprints file for the DAG file `dag`, written now: each stage's fingerprint
+    and, of the `clustered` stages (items run several to a job), those among them.
 
     A node's digest is its stage's base and its VARS, which the DAG file itself holds:
     `harvest` reads them back from there, so nothing is written per node.
     """
-    stages = [s for s in stages if s.stage_fingerprint is not None]
     data = {
         "written": time.time(),
         "dag": dag,
-        "stages": {s.name: s.stage_fingerprint.base for s in stages},
-        "bases": {s.stage_fingerprint.base: s.stage_fingerprint.parts for s in stages},
-        # stages whose items run several to a job: their tasks record their own events
-        "tasks": [s.name for s in stages if getattr(s, "clustered", False)],
+        "stages": {name: f.base for name, f in fingerprints.items()},
+        "bases": {f.base: f.parts for f in fingerprints.values()},
+        # clustered stages: their tasks record their own events
+        "tasks": [name for name in clustered if name in fingerprints],
     }
     return json.dumps(data, separators=(",", ":")) + "\n"
 
@@ -134,20 +134,10 @@ def fingerprints_text(stages: Iterable[Any], dag: str) -> str:
 def node_digests(dag: Path, stages: dict[str, str], wanted: set[str]) -> dict[str, str]:
     """`BASE/VARS` of the `wanted` nodes of a DAG file, from its JOB and VARS lines."""
     digests: dict[str, str] = {}
-    try:
-        lines = dag.read_text(encoding="utf-8").split("\n")  # as HTCondor reads it
-    except OSError:
-        return digests
-    for line in lines:
-        if line.startswith("JOB "):
-            node = line.split(maxsplit=2)[1]
-            if node in wanted:
-                stage = node if node in stages else node.rpartition("-")[0]
-                if stage in stages:
-                    digests[node] = f"{stages[stage]}/"
-        elif line.startswith("VARS ") and line.split(maxsplit=2)[1] in digests:
-            _, node, pairs = line.split(maxsplit=2)
-            digests[node] += pairs
+    for node, pairs in rundir.vars_texts(dag, wanted).items():
+        stage = node if node in stages else node.rpartition("-")[0]
+        if stage in stages:
+            digests[node] = f"{stages[stage]}/{pairs}"
     return digests
 
 
@@ -156,20 +146,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def jobstate_events(path: Path, since: float) -> dict[str, str]:
-    """Each node's last terminal event ('success'/'failure') after `since` in a JOBSTATE_LOG."""
-    events: dict[str, str] = {}
-    for line in rundir.lines(path):
-        words = line.split()
-        if len(words) < 3 or not words[0].isdigit() or int(words[0]) < int(since):
-            continue
-        if words[2] in _SUCCESS:
-            events[words[1]] = "success"
-        elif words[2] in _FAILURE:
-            events[words[1]] = "failure"
-    return events
 
 
 def task_digests(tasks_file: Path, base: str, wanted: set[str]) -> dict[str, str]:
@@ -209,7 +185,7 @@ def harvest(run_dir: Path) -> State:
         since = float(data.get("written", 0))
         state.bases.update(data.get("bases", {}))
         dag = run_dir / data["dag"]
-        events = jobstate_events(dag.with_name(dag.stem + ".jobstate.log"), since)
+        events = rundir.jobstate_events(rundir.jobstate_log(dag), since)
         events.update(local_events(run_dir / rundir.RECORD, since))
         if not events:
             continue
@@ -277,6 +253,23 @@ def verdict(
     if not exist:
         return MISSING
     return COMPLETE
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a build finds of a planned stage's nodes (a run-time stage has none)."""
+
+    fingerprint: Fingerprint  # what its nodes share now
+    recorded: dict[str, str]  # node: the digest it last succeeded with
+    verdicts: dict[str, Verdict]  # node: complete or not, and why
+
+    @property
+    def done(self) -> set[str]:
+        return {n for n, v in self.verdicts.items() if v.complete}
+
+    @property
+    def complete(self) -> bool:
+        return all(v.complete for v in self.verdicts.values())
 
 
 # the common verdicts, shared (10^5 nodes make 10^5 of them otherwise)

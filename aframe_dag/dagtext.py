@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import render
+from aframe_dag import completion, render
 from aframe_dag.config import Config
 from aframe_dag.plan import Plan, StagePlan
 from aframe_dag.submit import env_get, service_name
@@ -14,8 +14,8 @@ from aframe_dag.submit import env_get, service_name
 # --- DAG files ------------------------------------------------------------------
 
 
-def node_lines(plan: StagePlan, run_dir: Path) -> str:
-    """JOB/VARS/RETRY/CATEGORY lines of a stage's nodes.
+def node_lines(plan: StagePlan, run_dir: Path, done: set[str]) -> str:
+    """JOB/VARS/RETRY/CATEGORY lines of a stage's nodes (those `done` written DONE).
 
     Built column by column here rather than in a Jinja loop: at 10^5 nodes a template
     loop costs seconds, this a tenth of one. The templates place the block.
@@ -25,7 +25,6 @@ def node_lines(plan: StagePlan, run_dir: Path) -> str:
     submit = f"{run_dir}/{name}.sub"
     names = plan.node_names()
     pairs = plan.vars_texts() if plan.spec is not None and plan.fields else []
-    done = {n for n, v in plan.verdicts.items() if v.complete}
     # the lines after JOB and VARS need only the node's name: made once, with a marker
     # for the name (one list comprehension of f-strings: the fastest way Python has to
     # make 10^5 blocks)
@@ -62,14 +61,16 @@ def python_for_scripts() -> str:
     return sys.executable
 
 
-def _stage_view(plan: StagePlan, run_dir: Path, nodes: bool) -> dict[str, Any]:
+def _stage_view(
+    plan: StagePlan, run_dir: Path, nodes: bool, judged: completion.Judgement | None
+) -> dict[str, Any]:
     return {
         "name": plan.name,
         "subdag": plan.subdag,
-        "done": plan.complete,
+        "done": judged is not None and judged.complete,
         "service": service_name(plan.name) if plan.stage.service is not None else "",
         "note": _dag_note(plan),
-        "nodes": node_lines(plan, run_dir) if nodes else "",
+        "nodes": node_lines(plan, run_dir, judged.done if judged else set()) if nodes else "",
     }
 
 
@@ -96,14 +97,18 @@ def dag_text(plan: Plan, python: str) -> str:
         pipeline=plan.config.name,
         run_dir=str(plan.run_dir),
         expand_command=f"{python} -m aframe_dag expand",
-        stages=[_stage_view(s, plan.run_dir, nodes=not s.subdag) for s in plan.stages],
+        stages=[
+            _stage_view(s, plan.run_dir, not s.subdag, plan.judged.get(s.name)) for s in plan.stages
+        ],
         edges=edges,
     )
 
 
-def stage_dag_text(config: Config, run_dir: Path, plan: StagePlan) -> str:
+def stage_dag_text(
+    config: Config, run_dir: Path, plan: StagePlan, judged: completion.Judgement
+) -> str:
     """The sub-DAG of a run-time fan-out stage, once its items are known."""
-    view = _stage_view(plan, run_dir, nodes=True)
+    view = _stage_view(plan, run_dir, True, judged)
     inputs = plan.spec.inputs() if plan.spec is not None else []
     view["note"] = f"{len(plan.items)} nodes" + (f" from {inputs[0]}" if inputs else "")
     return render.render_file(

@@ -1,8 +1,10 @@
 """Which planned nodes are complete: fingerprints judged against the run dir's records
-and outputs, then settled across stages."""
+and outputs, then settled across stages. The plan is not changed: a stage's judgement is
+its own value."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from aframe_dag import completion, quoting, render
@@ -12,19 +14,22 @@ from aframe_dag.resolve import template_context
 from aframe_dag.submit import braced, item_fields
 
 
-def _ok(plan: StagePlan, node: str) -> bool:
-    """Complete by its own record, or so but for outputs a consumer may have deleted."""
-    verdict = plan.verdicts[node]
-    return verdict.complete or (
-        verdict.reason == "outputs missing" and plan.recorded.get(node) == plan.digest(node)
-    )
-
-
-def ok_nodes(plan: StagePlan) -> set[str]:
-    """The stage's nodes that `_ok` accepts (none, at once, when nothing is recorded)."""
-    if not plan.recorded and not any(v.complete for v in plan.verdicts.values()):
+def ok_nodes(plan: StagePlan, judged: completion.Judgement) -> set[str]:
+    """The stage's nodes complete by their own record, or so but for outputs a consumer
+    may have deleted (none, at once, when nothing is recorded)."""
+    verdicts, recorded = judged.verdicts, judged.recorded
+    if not recorded and not any(v.complete for v in verdicts.values()):
         return set()
-    return {n for n in plan.verdicts if _ok(plan, n)}
+    base = judged.fingerprint.base
+    return {
+        node
+        for node, vars_text in zip(plan.node_names(), plan.vars_texts(), strict=True)
+        if verdicts[node].complete
+        or (
+            verdicts[node].reason == "outputs missing"
+            and recorded.get(node) == f"{base}/{vars_text}"
+        )
+    }
 
 
 RERUN = completion.Verdict(False, "--rerun")
@@ -36,32 +41,35 @@ def judge(
     run_dir: Path,
     state: completion.State,
     forced: bool = False,
-) -> None:
-    """Fingerprint a planned stage's nodes and judge each by its own record and outputs."""
-    if plan.runtime:
-        return
+) -> completion.Judgement:
+    """Fingerprint a planned stage's nodes (not a run-time one's) and judge each by its
+    own record and outputs."""
+    assert not plan.runtime, "a run-time stage's nodes are judged when it expands"
     recipe, env = completion.submit_parts(plan.submit_text)
     image = completion.image_identity(plan.stage.image)
     patterns = [_pattern(parts) for parts in output_paths(config, run_dir, plan)]
-    stage = plan.stage_fingerprint = completion.stage_fingerprint(recipe, env, image)
+    stage = completion.stage_fingerprint(recipe, env, image)
     names = plan.node_names()
-    plan.recorded = {n: state.nodes[n] for n in names if n in state.nodes}
+    recorded = {n: state.nodes[n] for n in names if n in state.nodes}
     if forced:
-        plan.verdicts = dict.fromkeys(names, RERUN)
-    elif not plan.recorded and not patterns:  # a first build: nothing to look at
-        plan.verdicts = dict.fromkeys(names, completion.NEVER_RUN)
+        verdicts = dict.fromkeys(names, RERUN)
+    elif not recorded and not patterns:  # a first build: nothing to look at
+        verdicts = dict.fromkeys(names, completion.NEVER_RUN)
     else:
         files = completion.Outputs()
         items = plan.items if plan.spec is not None else [{}]
-        plan.verdicts = {
+        verdicts = {
             name: completion.verdict(
                 name, stage, value, [p.format_map(item) for p in patterns], state, files
             )
             for name, value, item in zip(names, plan.vars_texts(), items, strict=True)
         }
+    return completion.Judgement(stage, recorded, verdicts)
 
 
-def settle(plans: list[StagePlan]) -> None:
+def settle(
+    plans: list[StagePlan], judged: dict[str, completion.Judgement]
+) -> dict[str, completion.Judgement]:
     """Final verdicts: a node is complete only if its parents are, and a node whose outputs
     are gone only if every consumer is complete (merges delete their inputs)."""
     by_name = {p.name: p for p in plans}
@@ -69,11 +77,11 @@ def settle(plans: list[StagePlan]) -> None:
     for plan in plans:
         for parent in plan.parents:
             children[parent].append(plan)
-    ok = {p.name: ok_nodes(p) for p in plans}
+    ok = {p.name: ok_nodes(p, judged[p.name]) if p.name in judged else set() for p in plans}
     why: dict[str, str] = {}
 
     def whole(plan: StagePlan) -> bool:
-        return not plan.runtime and len(ok[plan.name]) == len(plan.verdicts)
+        return plan.name in judged and len(ok[plan.name]) == len(judged[plan.name].verdicts)
 
     changed = True
     while changed:
@@ -88,17 +96,21 @@ def settle(plans: list[StagePlan]) -> None:
             consumers = children[plan.name]
             if consumers and all(whole(c) for c in consumers):
                 continue
-            gone = {n for n in ok[plan.name] if not plan.verdicts[n].complete}
+            gone = {n for n in ok[plan.name] if not judged[plan.name].verdicts[n].complete}
             if gone:
                 ok[plan.name] -= gone
                 changed = True
-    for plan in plans:
-        for name, verdict in plan.verdicts.items():
-            if name in ok[plan.name] and not verdict.complete:
-                plan.verdicts[name] = completion.Verdict(True, "outputs consumed downstream")
-            elif name not in ok[plan.name] and (verdict.complete or plan.name in why):
-                reason = why.get(plan.name) if verdict.complete else verdict.reason
-                plan.verdicts[name] = completion.Verdict(False, reason or verdict.reason)
+    settled = {}
+    for name, judgement in judged.items():
+        verdicts = dict(judgement.verdicts)
+        for node, verdict in judgement.verdicts.items():
+            if node in ok[name] and not verdict.complete:
+                verdicts[node] = completion.Verdict(True, "outputs consumed downstream")
+            elif node not in ok[name] and (verdict.complete or name in why):
+                reason = why.get(name) if verdict.complete else verdict.reason
+                verdicts[node] = completion.Verdict(False, reason or verdict.reason)
+        settled[name] = replace(judgement, verdicts=verdicts)
+    return settled
 
 
 def output_paths(config: Config, run_dir: Path, plan: StagePlan) -> list[list[quoting.Part]]:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from aframe_dag import dagfile, rundir
+from aframe_dag import rundir
 from aframe_dag.errors import AframeDagError, RunDirError
-from aframe_dag.rundir import RECORD, done_times, read_record
-from aframe_dag.status import read_node_status, read_stages
+from aframe_dag.rundir import RECORD, done_times, read_node_status, read_record
+from aframe_dag.status import read_stages
 from aframe_dag.write import write_file
 
 # DAGMan's NodeStatus values in a NODE_STATUS_FILE (manual: DAGMan, node status file)
@@ -58,7 +58,7 @@ def node_states(run_dir: Path) -> dict[str, str]:
         path = run_dir / f"{name}.dag"
         if path.is_file():
             written[path.name] = path.stat().st_mtime
-            done.update(n.name for n in dagfile.parse_dag(path).nodes.values() if n.done)
+            done.update(n.name for n in rundir.parse_dag(path).nodes.values() if n.done)
     recorded = done_times(read_record(run_dir / RECORD))
     for key, when in recorded.items():
         dag, _, node = key.partition(":")
@@ -125,7 +125,7 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
     dag_path = run_dir / rundir.DAG
     if not dag_path.is_file():
         raise RunDirError(f"{run_dir}: no aframe.dag (run `aframe-dag build` first)")
-    dag = dagfile.parse_dag(dag_path)
+    dag = rundir.parse_dag(dag_path)
     states = node_states(run_dir)
     stages = {name: _Stage(name) for name in _stage_names(run_dir)}
     loose = _Stage("")  # nodes of no stage (a hand edit): drawn outside the clusters
@@ -144,7 +144,7 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
             else:
                 stage.runtime = name
             continue
-        sub = dagfile.parse_dag(sub_path)
+        sub = rundir.parse_dag(sub_path)
         members[name] = list(sub.nodes)
         stage.nodes.extend(sub.nodes)
         for child, its_parents in sub.parents.items():

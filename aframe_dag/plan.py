@@ -11,11 +11,11 @@ from aframe_dag import completion, fanout, graph, quoting
 from aframe_dag.config import Config, Stage
 
 
-@dataclass
+@dataclass(frozen=True)
 class StagePlan:
     """One stage as it will be written: made once its items and submit text are known
-    (`workflow.plan_stage`); its node names, VARS and digests are computed once, on first
-    use. `judge` adds the verdicts."""
+    (`workflow.plan_stage`), never changed; its node names and VARS are computed once, on
+    first use. What is complete is `judge`'s, apart."""
 
     name: str
     stage: Stage
@@ -26,14 +26,6 @@ class StagePlan:
     items: list[fanout.Item] = field(default_factory=list)
     submit_text: str = ""
     entry_scripts: list[str] = field(default_factory=list)
-    stage_fingerprint: completion.Fingerprint | None = None
-    verdicts: dict[str, completion.Verdict] = field(default_factory=dict)
-    recorded: dict[str, str] = field(default_factory=dict)  # node: last known digest
-
-    @property
-    def complete(self) -> bool:
-        """Every node of the stage is complete (a run-time stage never is, at build)."""
-        return not self.runtime and all(v.complete for v in self.verdicts.values())
 
     @property
     def runtime(self) -> bool:
@@ -94,16 +86,6 @@ class StagePlan:
             return [template.format(*values(item)) for item in items]
         return [""] * len(items)
 
-    def digest(self, node: str) -> str:
-        """A node's fingerprint now: its stage's hash, then its VARS (once judged)."""
-        return self._digests[node]
-
-    @functools.cached_property
-    def _digests(self) -> dict[str, str]:
-        assert self.stage_fingerprint is not None, "digest() before judge()"
-        base = self.stage_fingerprint.base
-        return {n: f"{base}/{v}" for n, v in zip(self.node_names(), self.vars_texts(), strict=True)}
-
     def node_names(self) -> list[str]:
         """Names of this stage's nodes in the top-level DAG (computed once)."""
         return self._node_names
@@ -116,11 +98,13 @@ class StagePlan:
         return [prefix + item["index"] for item in self.items]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     config: Config
     run_dir: Path
     stages: list[StagePlan]
+    # what is complete, by stage: none without a run dir's state, nor for a run-time stage
+    judged: dict[str, completion.Judgement] = field(default_factory=dict)
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.name == name)

@@ -191,6 +191,8 @@ def dag_escape(value: str) -> str:
 
 def dag_unescape(value: str) -> str:
     """Undo `dag_escape`: \\\\ -> \\ and \\" -> " ; other backslashes stay."""
+    if "\\" not in value:
+        return value
     out, i = [], 0
     while i < len(value):
         if value[i] == "\\" and i + 1 < len(value) and value[i + 1] in '\\"':

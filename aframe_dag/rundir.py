@@ -1,18 +1,35 @@
-"""The run dir's contract: its file names, and one reader for each record format.
+"""The run dir's contract: its file names, and the one reader of each format.
 
-Every command that asks what a run did asks here, so two commands cannot disagree.
-A record (run-local's `run-local.record`, a clustered stage's `STAGE.tasks.record`) is a
+Every command that asks what a run did reads through here (status leniently, run-local
+strictly), so two commands cannot disagree.
+
+Records (run-local's `run-local.record`, a clustered stage's `STAGE.tasks.record`) are a
 line per event, `start|done|failed KEY TIME`, appended and fsync'd as it happens.
 One rule says what a sequence means: a key's LAST event decides. `done` with a time is a
 success at that time; `failed` is a failure; a `start` that nothing ended (the runner or
 the job was killed) and a torn line (a crash mid-write) mean the work is unfinished,
 never a success, whatever came before.
+
+DAG and submit files are read in the subset aframe-dag writes. Strict (run-local, which
+must run what DAGMan would): anything else is an error naming the file and line, never
+silently ignored (a hand edit inside the subset is honoured). Lenient (status, which
+reports on whatever is there): what it does not understand is skipped.
+
+Every file is split at newlines only, as HTCondor reads it: a value may hold U+2028,
+U+0085 or a form feed, at which str.splitlines() would also split.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
+
+import classad2
+
+from aframe_dag import quoting
+from aframe_dag.errors import RunDirError
 
 # files of the run dir that more than one module names
 CONFIG = "config.yaml"
@@ -46,9 +63,8 @@ _EVENTS = ("start", "done", "failed")
 
 
 def lines(path: Path, strict: bool = False) -> list[str]:
-    """The lines of a record or tasks file, none if it is not there (or, unless `strict`,
-    cannot be read). Split at newlines only: a task's value may hold U+2028 or U+0085,
-    which str.splitlines() also splits at."""
+    """The lines of a record, tasks file or DAGMan log, none if it is not there (or,
+    unless `strict`, cannot be read)."""
     try:
         return path.read_text(encoding="utf-8", errors="replace").split("\n")
     except FileNotFoundError:
@@ -97,3 +113,315 @@ def _time(word: str) -> float | None:
         return float(word)
     except ValueError:
         return None
+
+
+# --- DAGMan's own files -----------------------------------------------------------
+
+# Terminal events of a node in a JOBSTATE_LOG (manual: DAGMan, "Machine-readable event
+# history, the jobstate.log file")
+_JOBSTATE_SUCCESS = {"JOB_SUCCESS", "POST_SUCCESS"}
+_JOBSTATE_FAILURE = {"JOB_FAILURE", "POST_FAILURE", "PRE_FAILURE", "JOB_ABORTED"}
+
+
+def jobstate_log(dag: Path) -> Path:
+    """The JOBSTATE_LOG that aframe-dag's DAG file `dag` names: DAG.jobstate.log."""
+    return dag.with_name(dag.stem + ".jobstate.log")
+
+
+def jobstate_events(path: Path, since: float) -> dict[str, str]:
+    """Each node's last terminal event ('success'/'failure') after `since` in a JOBSTATE_LOG."""
+    events: dict[str, str] = {}
+    for line in lines(path):
+        words = line.split()
+        if len(words) < 3 or not words[0].isdigit() or int(words[0]) < int(since):
+            continue
+        if words[2] in _JOBSTATE_SUCCESS:
+            events[words[1]] = "success"
+        elif words[2] in _JOBSTATE_FAILURE:
+            events[words[1]] = "failure"
+    return events
+
+
+def read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
+    """A NODE_STATUS_FILE: its DagStatus ad, NodeStatus ads by node name, StatusEnd ad.
+
+    DAGMan writes one ad per node, each `[` ... `]` on lines of their own (strings are
+    escaped, so no value holds a line that is `]`): the ads are parsed one by one, as
+    parsing the whole file at once costs time quadratic in its length.
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        ads = [dict(classad2.parseOne(f"{ad}]")) for ad in text.split("\n]") if ad.strip()]
+    except ValueError as exc:
+        raise RunDirError(f"{path}: cannot read DAGMan's node status file: {exc}") from None
+    dag = next((ad for ad in ads if ad.get("Type") == "DagStatus"), {})
+    end = next((ad for ad in ads if ad.get("Type") == "StatusEnd"), {})
+    nodes = {str(ad["Node"]): ad for ad in ads if ad.get("Type") == "NodeStatus" and "Node" in ad}
+    return dag, nodes, end
+
+
+# --- DAG files ------------------------------------------------------------------
+
+
+@dataclass
+class DagNode:
+    name: str
+    submit: Path | None  # None for a SUBDAG EXTERNAL node
+    dag: str = ""  # the name of its .dag file, as in run-local's record ("aframe.dag:NODE")
+    subdag: Path | None = None
+    vars: dict[str, str] = field(default_factory=dict)
+    retry: int = 0
+    done: bool = False
+    category: str | None = None
+    pre: list[str] = field(default_factory=list)  # SCRIPT PRE: executable and arguments
+    defer: tuple[int, float] | None = None  # SCRIPT DEFER status seconds: run PRE again
+
+
+@dataclass
+class Dag:
+    path: Path
+    nodes: dict[str, DagNode]
+    parents: dict[str, list[str]]
+    maxjobs: dict[str, int]
+    env_get: list[str] = field(default_factory=list)
+    services: dict[str, DagNode] = field(default_factory=dict)  # SERVICE nodes
+    status_file: Path | None = None  # NODE_STATUS_FILE, as written
+
+
+# DAG file commands that only configure DAGMan's own bookkeeping
+_DAG_IGNORED = {"JOBSTATE_LOG", "CONFIG"}
+_VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _read(path: Path, strict: bool = True) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="strict" if strict else "replace").split(
+            "\n"
+        )
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def parse_dag(path: Path, strict: bool = True) -> Dag:
+    """Parse a .dag file written by aframe-dag (JOB, SUBDAG EXTERNAL, VARS, ...); not
+    `strict`, a line it cannot read is skipped."""
+    nodes: dict[str, DagNode] = {}
+    parents: dict[str, list[str]] = {}
+    maxjobs: dict[str, int] = {}
+    env_get: list[str] = []
+    services: dict[str, DagNode] = {}
+    status_file = None
+    resolved: dict[str, Path] = {}
+
+    def resolve(name: str) -> Path:  # a stage's nodes share one .sub: one Path for all
+        if name not in resolved:
+            resolved[name] = _resolve(path, name)
+        return resolved[name]
+
+    def node(name: str, where: str) -> DagNode:
+        if name not in nodes:
+            raise RunDirError(f"{where}: unknown node {name!r}")
+        return nodes[name]
+
+    for number, raw in enumerate(_read(path, strict), 1):
+        line = raw.strip()
+        where = f"{path}:{number}"
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        keyword = words[0].upper()
+        try:
+            if keyword == "JOB":
+                name, submit, *rest = words[1:]
+                done = any(w.upper() == "DONE" for w in rest)
+                nodes[name] = DagNode(name, resolve(submit), path.name, done=done)
+                if rest not in ([], ["DONE"]):
+                    raise ValueError
+            elif keyword == "SUBDAG":
+                external, name, dag, *rest = words[1:]
+                if external.upper() != "EXTERNAL" or rest not in ([], ["DONE"]):
+                    raise ValueError
+                nodes[name] = DagNode(name, None, path.name, subdag=resolve(dag), done=bool(rest))
+            elif keyword == "SERVICE":
+                name, submit = words[1:]
+                services[name] = DagNode(name, resolve(submit), path.name)
+            elif keyword == "VARS":
+                target = node(words[1], where)
+                target.vars.update(_vars(line.split(None, 2)[2], where))
+            elif keyword == "RETRY":
+                node(words[1], where).retry = int(words[2])
+                if len(words) != 3:
+                    raise ValueError
+            elif keyword == "CATEGORY":
+                node(words[1], where).category = words[2]
+            elif keyword == "MAXJOBS":
+                maxjobs[words[1]] = int(words[2])
+            elif keyword == "SCRIPT":
+                defer = None
+                if words[1].upper() == "DEFER":  # SCRIPT DEFER status seconds PRE ...
+                    defer = (int(words[2]), float(words[3]))
+                    words = [words[0], *words[4:]]
+                if words[1].upper() != "PRE":
+                    raise RunDirError(f"{where}: run-local supports SCRIPT PRE only")
+                target = node(words[2], where)
+                target.pre, target.defer = words[3:], defer  # DAGMan splits on whitespace
+            elif keyword == "ENV":
+                if words[1].upper() != "GET":
+                    raise RunDirError(f"{where}: run-local supports ENV GET only")
+                env_get.extend(name for word in words[2:] for name in word.split(","))
+            elif keyword == "DONE":
+                node(words[1], where).done = True
+            elif keyword == "PARENT":
+                split = [w.upper() for w in words].index("CHILD")
+                for child in words[split + 1 :]:
+                    node(child, where)
+                    parents.setdefault(child, []).extend(
+                        node(p, where).name for p in words[1:split]
+                    )
+            elif keyword == "NODE_STATUS_FILE":
+                status_file = Path(words[1])
+            elif keyword not in _DAG_IGNORED:
+                raise RunDirError(f"{where}: {words[0]} is not supported by run-local")
+        except RunDirError:
+            if strict:
+                raise
+        except (ValueError, IndexError):
+            if strict:
+                raise RunDirError(f"{where}: cannot read {words[0]} line: {line!r}") from None
+    return Dag(path, nodes, parents, maxjobs, env_get, services, status_file)
+
+
+def vars_texts(path: Path, wanted: set[str]) -> dict[str, str]:
+    """The VARS pairs of the `wanted` JOB nodes of a DAG file, as written (a node's part of
+    its fingerprint), read leniently: the lines `parse_dag` reads as JOB and VARS, without
+    parsing each value (a rebuild reads 10^5 of them)."""
+    texts: dict[str, str] = {}
+    try:
+        dag_lines = _read(path, strict=False)
+    except RunDirError:
+        return texts
+    for line in dag_lines:
+        words = line.split(None, 2)
+        if len(words) < 2:
+            continue
+        keyword = words[0].upper()
+        if keyword == "JOB" and words[1] in wanted:
+            texts[words[1]] = ""
+        elif keyword == "VARS" and len(words) == 3 and words[1] in texts:
+            texts[words[1]] += words[2].strip()
+    return texts
+
+
+def _resolve(dag: Path, name: str) -> Path:
+    return Path(name) if Path(name).is_absolute() else dag.parent / name
+
+
+def _vars(text: str, where: str) -> dict[str, str]:
+    values, position = {}, 0
+    while position < len(text.rstrip()):
+        match = _VARS_PAIR.match(text, position)
+        if not match:
+            raise RunDirError(f"{where}: cannot read VARS value at {text[position:]!r}")
+        values[match.group(1)] = quoting.dag_unescape(match.group(2))
+        position = match.end()
+    return values
+
+
+# --- submit files -------------------------------------------------------------------
+
+SUPPORTED = {
+    "universe", "executable", "arguments", "transfer_executable", "initialdir",
+    "environment", "getenv", "request_cpus", "request_memory", "request_disk",
+    "request_gpus", "log", "output", "error", "accounting_group", "accounting_group_user",
+    "use_oauth_services", "periodic_release", "periodic_remove", "container_image",
+    "should_transfer_files", "when_to_transfer_output", "transfer_input_files",
+    "transfer_output_files", "preserve_relative_paths", "output_destination",
+    "aws_access_key_id_file", "aws_secret_access_key_file", "gpus_minimum_memory",
+    "gpus_minimum_capability", "require_gpus", "on_exit_hold", "on_exit_hold_subcode",
+    "on_exit_hold_reason",
+}  # fmt: skip
+
+
+@dataclass
+class Submit:
+    path: Path
+    commands: dict[str, str]
+    includes: list[Path] = field(default_factory=list)  # read when the job is submitted
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.commands.get(key, default)
+
+    def included_macros(self) -> dict[str, str]:
+        """Macros from the `include :` files, read now (a PRE script may just have written
+        them, as condor_submit reads them when DAGMan submits the node)."""
+        macros: dict[str, str] = {}
+        for path in self.includes:
+            for number, raw in enumerate(_read(path), 1):
+                line = raw.strip()
+                if not line or line.startswith("#"):
+                    continue
+                key, sep, value = line.partition("=")
+                if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key.strip()):
+                    raise RunDirError(f"{path}:{number}: run-local reads only NAME = VALUE")
+                macros[key.strip()] = value.strip()
+        return macros
+
+
+def parse_submit(path: Path, strict: bool = True) -> Submit:
+    """Parse a .sub file in the subset aframe-dag writes (one `queue`, no loops); not
+    `strict`, what it cannot read is skipped (a file that cannot be read has no commands)."""
+    commands: dict[str, str] = {}
+    includes: list[Path] = []
+    try:
+        text_lines = _read(path, strict)
+    except RunDirError:
+        if strict:
+            raise
+        return Submit(path, commands, includes)
+    number = 0
+    queued = False
+    while number < len(text_lines):
+        start = number + 1
+        line = text_lines[number].strip()
+        number += 1
+        while line.endswith("\\") and number < len(text_lines):  # submit-file continuation
+            line = line[:-1] + text_lines[number].strip()
+            number += 1
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}:{start}"
+        if line.lower() == "queue":
+            if queued and strict:
+                raise RunDirError(f"{where}: a second queue statement is not supported")
+            queued = True
+            continue
+        include = re.fullmatch(r"include\s*:\s*(\S+)", line, re.IGNORECASE)
+        if include:
+            includes.append(_resolve(path, include.group(1)))
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or " " in key:
+            if strict:
+                raise RunDirError(f"{where}: cannot read {line!r} (run-local reads KEY = VALUE)")
+            continue
+        if key.startswith("+"):
+            continue  # job ClassAd attributes: HTCondor's business
+        if key.lower() not in SUPPORTED:
+            if strict:
+                raise RunDirError(f"{where}: {key} is not supported by run-local")
+            continue
+        commands[submit_command(line)] = value.strip()
+    if not queued and strict:
+        raise RunDirError(f"{path}: no queue statement")
+    return Submit(path, commands, includes)
+
+
+def submit_command(line: str) -> str:
+    """The command a submit-file line sets, lowercased (HTCondor's commands are not case
+    sensitive); "" for a line that sets none."""
+    key, sep, _ = line.partition("=")
+    return key.strip().lower() if sep else ""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aframe_dag import dagfile, graph, quoting, rundir, secrets, write
+from aframe_dag import graph, quoting, rundir, secrets, write
 from aframe_dag.errors import AframeDagError, RunDirError
 from aframe_dag.rundir import LOCK, RECORD, SCRATCH
 
@@ -53,8 +53,8 @@ class Task:
     """A node to run: a job, or a sub-DAG to expand."""
 
     key: str  # unique across the run: DAGFILE:NODE
-    node: dagfile.DagNode
-    dag: dagfile.Dag
+    node: rundir.DagNode
+    dag: rundir.Dag
     parents: list[str]
     attempts: int = 0
     gpus: list[str] = field(default_factory=list)
@@ -166,14 +166,14 @@ def visible_gpus() -> list[str]:
 
 
 def job_command(
-    node: dagfile.DagNode,
-    dag: dagfile.Dag,
+    node: rundir.DagNode,
+    dag: rundir.Dag,
     base_env: dict[str, str],
-    submit: dagfile.Submit | None = None,
+    submit: rundir.Submit | None = None,
 ) -> Command:
     """The process HTCondor would start for this node, from its .sub and VARS."""
     assert node.submit is not None
-    submit = submit or dagfile.parse_submit(node.submit)
+    submit = submit or rundir.parse_submit(node.submit)
     macros = {**submit.included_macros(), **node.vars, "JOB": node.name}
 
     def value(key: str, default: str = "") -> str:
@@ -241,7 +241,7 @@ def _transfer(value: Callable[..., str], initialdir: Path, scratch: Path, where:
     return Transfer(scratch, initialdir, inputs, outputs)
 
 
-def program(node: dagfile.DagNode, submit: dagfile.Submit) -> str:
+def program(node: rundir.DagNode, submit: rundir.Submit) -> str:
     """The program a job node starts (apptainer for the container universe)."""
     if submit.get("universe", "vanilla") == "container":
         return "apptainer"
@@ -272,14 +272,14 @@ class Runner:
         self.record_path = run_dir / RECORD
         self.recorded = rundir.done_times(rundir.read_record(self.record_path, strict=True))
         self.base_env = dict(os.environ)
-        self.submits: dict[Path, dagfile.Submit] = {}
+        self.submits: dict[Path, rundir.Submit] = {}
         self.outcome = Outcome([], [], 0)
         self.stop = False
         self.wake = threading.Event()  # set when a process ends: the loop has work
 
     # --- the graph ----------------------------------------------------------------
 
-    def load(self, dag: dagfile.Dag) -> list[str]:
+    def load(self, dag: rundir.Dag) -> list[str]:
         """Add a DAG's nodes (a sub-DAG's once its node is ready); return their keys."""
         prefix = f"{dag.path.name}:"
         keys = [prefix + name for name in dag.nodes]
@@ -304,7 +304,7 @@ class Runner:
                 self.ready.append(key)
         return keys
 
-    def begin(self, dag: dagfile.Dag) -> list[str]:
+    def begin(self, dag: rundir.Dag) -> list[str]:
         """Load a DAG, check its programs, start its services; return its nodes' keys."""
         keys = self.load(dag)
         services = [Task(f"{dag.path.name}:{n}", node, dag, []) for n, node in dag.services.items()]
@@ -446,9 +446,9 @@ class Runner:
             return False
         return True
 
-    def _submit(self, path: Path) -> dagfile.Submit:
+    def _submit(self, path: Path) -> rundir.Submit:
         if path not in self.submits:
-            self.submits[path] = dagfile.parse_submit(path)
+            self.submits[path] = rundir.parse_submit(path)
         return self.submits[path]
 
     def _command(self, task: Task) -> Command:
@@ -577,7 +577,7 @@ class Runner:
                 self._fail(task, f"PRE script failed: {message}")
                 return
         assert task.node.subdag is not None
-        task.children = self.begin(dagfile.parse_dag(task.node.subdag))
+        task.children = self.begin(rundir.parse_dag(task.node.subdag))
         task.state = "running"  # until its nodes are all done
         self.expanded[task.key] = task
 
@@ -722,7 +722,7 @@ def _run_locked(
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        runner.begin(dagfile.parse_dag(dag_path))
+        runner.begin(rundir.parse_dag(dag_path))
         return runner.run()
     except OSError:
         # the runner's own files (its record, a log, a full disk): stop what runs, and
@@ -737,21 +737,21 @@ def _run_locked(
 def dry_run(run_dir: str | Path, gpus: list[str]) -> Iterator[str]:
     """Each node's command and environment in dependency order, running nothing."""
     run_path = Path(run_dir).absolute()
-    dag = dagfile.parse_dag(run_path / rundir.DAG)
+    dag = rundir.parse_dag(run_path / rundir.DAG)
     env = dict(os.environ)
     for name in _order(dag):
         node = dag.nodes[name]
         if node.subdag is not None:
             yield f"# {name}: sub-DAG {node.subdag}, written at run time by: {' '.join(node.pre)}"
             if node.subdag.exists():
-                sub = dagfile.parse_dag(node.subdag)
+                sub = rundir.parse_dag(node.subdag)
                 for child in _order(sub):
                     yield from _describe(sub.nodes[child], sub, env)
             continue
         yield from _describe(node, dag, env)
 
 
-def _describe(node: dagfile.DagNode, dag: dagfile.Dag, env: dict[str, str]) -> Iterator[str]:
+def _describe(node: rundir.DagNode, dag: rundir.Dag, env: dict[str, str]) -> Iterator[str]:
     command = job_command(node, dag, env)
     state = " (done)" if node.done else ""
     yield f"# {node.name}{state}: in {command.cwd}, {command.gpus} GPU(s)"
@@ -760,5 +760,5 @@ def _describe(node: dagfile.DagNode, dag: dagfile.Dag, env: dict[str, str]) -> I
     yield "  " + " ".join(shlex.quote(a) for a in command.argv)
 
 
-def _order(dag: dagfile.Dag) -> list[str]:
+def _order(dag: rundir.Dag) -> list[str]:
     return graph.topological_order({name: dag.parents.get(name, []) for name in dag.nodes})

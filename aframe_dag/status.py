@@ -31,13 +31,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import classad2
 import yaml
 
-from aframe_dag import completion, dagfile, quoting, rundir
-from aframe_dag.dagfile import Dag, DagNode
+from aframe_dag import completion, quoting, rundir
 from aframe_dag.errors import RunDirError
-from aframe_dag.rundir import LOCK, RECORD
+from aframe_dag.rundir import LOCK, RECORD, Dag, DagNode
 from aframe_dag.runner import lock_holder
 
 # NodeStatus and DagStatus values (HTCondor manual, DAGMan "Current Node Status File")
@@ -124,7 +122,7 @@ def _read_text(path: Path) -> str:
 
 def _read_dag(path: Path) -> Dag:
     """The nodes of a .dag file, read leniently: what status does not need is skipped."""
-    return dagfile.parse_dag(path, strict=False)
+    return rundir.parse_dag(path, strict=False)
 
 
 def read_stages(path: Path) -> dict[str, list[str]]:
@@ -219,7 +217,7 @@ class _Stderr:
 
     def __init__(self, paths: _Paths):
         self.paths = paths
-        self.submits: dict[Path, dagfile.Submit] = {}
+        self.submits: dict[Path, rundir.Submit] = {}
 
     def __call__(self, node: DagNode, dag_dir: Path) -> Path | None:
         """The node's stderr file, or None if its .sub names none."""
@@ -227,7 +225,7 @@ class _Stderr:
             return None
         submit = self.paths(node.submit)
         if submit not in self.submits:
-            self.submits[submit] = dagfile.parse_submit(submit, strict=False)
+            self.submits[submit] = rundir.parse_submit(submit, strict=False)
         values = self.submits[submit]
         macros = {**node.vars, "JOB": node.name}
         error = quoting.expand_macros(values.get("error", ""), macros)
@@ -237,18 +235,6 @@ class _Stderr:
         target = Path(initialdir) / error if initialdir else Path(error)
         # condor_submit runs in the DAG's directory: relative paths start there
         return self.paths(target) if target.is_absolute() else dag_dir / target
-
-
-def read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
-    """A NODE_STATUS_FILE: its DagStatus ad, NodeStatus ads by node name, StatusEnd ad."""
-    try:
-        ads = [dict(ad) for ad in classad2.parseAds(_read_text(path))]
-    except ValueError as exc:
-        raise RunDirError(f"{path}: cannot read DAGMan's node status file: {exc}") from None
-    dag = next((ad for ad in ads if ad.get("Type") == "DagStatus"), {})
-    end = next((ad for ad in ads if ad.get("Type") == "StatusEnd"), {})
-    nodes = {str(ad["Node"]): ad for ad in ads if ad.get("Type") == "NodeStatus" and "Node" in ad}
-    return dag, nodes, end
 
 
 def _int(ad: dict[str, Any], key: str, default: int = 0) -> int:
@@ -342,7 +328,7 @@ class _Builder:
 
 def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> RunStatus:
     status_path = paths(top.status_file) if top.status_file else run_dir / "aframe.status"
-    dag_ad, top_ads, end_ad = read_node_status(status_path)
+    dag_ad, top_ads, end_ad = rundir.read_node_status(status_path)
     build = _Builder(stages, _Stderr(paths))
     unexpanded: list[tuple[_Stage, StageStatus, int]] = []
     for stage in stages:
@@ -371,7 +357,7 @@ def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> Run
         inner_status = paths(inner.status_file) if inner.status_file else None
         inner_ads = None
         if inner_status is not None and inner_status.is_file():
-            inner_ads = read_node_status(inner_status)[1]
+            inner_ads = rundir.read_node_status(inner_status)[1]
         failures = len(build.failed)
         for node in inner.nodes.values():
             if inner_ads is not None:

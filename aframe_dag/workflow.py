@@ -28,6 +28,7 @@ class Summary:
     pipeline: str
     run_dir: Path
     stages: list[StagePlan]
+    judged: dict[str, completion.Judgement]
     files: list[str]
     dag: Path
     warnings: list[str] = field(default_factory=list)
@@ -65,20 +66,21 @@ def plan_stage(
         spec = fanout.parse_spec(
             generator, params, lambda key: f"{location}: {prefix}{'.' if key else ''}{key}"
         )
-    plan = StagePlan(name=name, stage=stage, parents=list(stage.after), spec=spec, fields=[])
+    waits_for, items = None, []
     if spec is not None:
         missing = [p for p in spec.inputs() if not _exists(p, f"{prefix}: input")]
         # an input that exists may still be rewritten upstream (expand_now False)
         if spec.inputs() and (expand_now is False or (expand_now is None and missing)):
-            plan.waits_for = missing[0] if missing else spec.inputs()[0]
+            waits_for = missing[0] if missing else spec.inputs()[0]
         else:
             if missing:
                 raise FanoutError(f"stage {name}: input {missing[0]} does not exist")
-            plan.items = fanout.expand(spec, name)
-            if not plan.items:
+            items = fanout.expand(spec, name)
+            if not items:
                 raise FanoutError(
                     f"stage {name}: fan-out is empty (no nodes from {', '.join(spec.inputs())})"
                 )
+    plan = StagePlan(name, stage, list(stage.after), spec, [], waits_for, items)
     submission = submit_text(config, run_dir, plan)
     return replace(
         plan,
@@ -121,6 +123,7 @@ def make_plan(
     forced = {n for n in after if graph.with_ancestors(after, [n]) & set(rerun)}
     config = resolve(loaded, run_dir)
     plans: dict[str, StagePlan] = {}
+    judged: dict[str, completion.Judgement] = {}
     settled: dict[str, bool] = {}  # complete as far as can be told before settle()
     for name in graph.topological_order(after):
         if name not in selected:
@@ -128,20 +131,18 @@ def make_plan(
         upstream = after[name]
         expand_now = None if all(settled[a] for a in upstream) else False
         plan = plan_stage(config, run_dir, name, loaded.source.where, expand_now)
-        if state is not None:
-            judge(plan, config, run_dir, state, forced=name in forced)
+        if state is not None and not plan.runtime:
+            judged[name] = judge(plan, config, run_dir, state, forced=name in forced)
         settled[name] = (
-            state is not None
-            and not plan.runtime
-            and len(ok_nodes(plan)) == len(plan.verdicts)
+            name in judged
+            and len(ok_nodes(plan, judged[name])) == len(judged[name].verdicts)
             and all(settled[a] for a in upstream)
         )
         plans[name] = plan
-    if state is not None:
-        settle(list(plans.values()))
+    judged = settle(list(plans.values()), judged)
     if targets:
         config = replace(config, stages={name: config.stages[name] for name in plans})
-    return Plan(config=config, run_dir=run_dir, stages=list(plans.values()))
+    return Plan(config, run_dir, list(plans.values()), judged)
 
 
 # --- entry points ------------------------------------------------------------
@@ -212,7 +213,11 @@ def _build(
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     records = {  # written with the rest, all or none
         rundir.COMPLETED: completion.state_text(state),
-        "fingerprints.json": completion.fingerprints_text(plan.stages, rundir.DAG),
+        "fingerprints.json": completion.fingerprints_text(
+            {name: j.fingerprint for name, j in plan.judged.items()},
+            [s.name for s in plan.stages if s.clustered],
+            rundir.DAG,
+        ),
     }
     write.check_dirs(data_dirs)  # before the run dir is written: all or nothing
     moved, moved_stages = write.write_run_dir(
@@ -230,6 +235,7 @@ def _build(
         pipeline=plan.config.name,
         run_dir=run_path,
         stages=plan.stages,
+        judged=plan.judged,
         files=sorted(files),
         dag=run_path / rundir.DAG,
         warnings=warnings,
@@ -304,9 +310,9 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     plan = plan_stage(config, run_path, stage, loaded.source.where, expand_now=True)
     # a file-fed stage's fingerprints need no parent's: nodes that already succeeded
     # with the same item (say, the same piece of a re-queried segment list) are DONE
-    judge(plan, config, run_path, completion.harvest(run_path))
+    judged = judge(plan, config, run_path, completion.harvest(run_path))
     path = run_path / f"{stage}.dag"
-    text = stage_dag_text(config, run_path, plan)
+    text = stage_dag_text(config, run_path, plan, judged)
     secrets.check_files({path.name: text}, os.environ)
     if plan.stage.service is not None:  # a new service publishes its own address
         for stale in (f"{stage}.address", f"{stage}.address.failed"):
@@ -314,5 +320,7 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     if plan.clustered:  # before the DAG that runs them
         write.write_file(run_path / rundir.tasks_file(stage), plan.tasks_text())
     write.write_file(path, text)
-    completion.write_fingerprints(run_path / f"{stage}.fingerprints.json", [plan], path.name)
+    fingerprints = run_path / f"{stage}.fingerprints.json"
+    clustered = [stage] if plan.clustered else []
+    completion.write_fingerprints(fingerprints, {stage: judged.fingerprint}, clustered, path.name)
     return path, len(plan.items)

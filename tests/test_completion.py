@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 from conftest import run_cli
@@ -170,8 +169,8 @@ def _fingerprints(tmp_path: Path, names: list[str], written: float) -> str:
     (tmp_path / "aframe.dag").write_text(
         "".join(f'JOB {n} {tmp_path}/{n}.sub\nVARS {n} i="{n}"\n' for n in names)
     )
-    planned = [SimpleNamespace(name=n, stage_fingerprint=stage) for n in names]
-    completion.write_fingerprints(tmp_path / "fingerprints.json", planned, "aframe.dag")
+    fingerprints = dict.fromkeys(names, stage)
+    completion.write_fingerprints(tmp_path / "fingerprints.json", fingerprints, [], "aframe.dag")
     data = json.loads((tmp_path / "fingerprints.json").read_text())
     data["written"] = written
     (tmp_path / "fingerprints.json").write_text(json.dumps(data))

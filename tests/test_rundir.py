@@ -84,3 +84,91 @@ def test_the_runner_refuses_a_record_it_cannot_read(tmp_path: Path) -> None:
     assert rundir.read_record(tmp_path / rundir.RECORD) == {}  # status: lenient
     with pytest.raises(IsADirectoryError):
         rundir.read_record(tmp_path / rundir.RECORD, strict=True)  # the runner: strict
+
+
+HOSTILE_VALUES = ["line\u2028separator", "next\x85line", "form\x0cfeed", 'a "quoted" \\ one']
+
+
+@pytest.fixture
+def fanned_run(tmp_path: Path) -> Path:
+    """A built run dir whose fan-out values hold what str.splitlines() splits at."""
+    config = tmp_path / "fan.yaml"
+    stages = {
+        "gen": {
+            "command": "echo {{ item.v }}",
+            "foreach": {"list": {"v": HOSTILE_VALUES}},
+        }
+    }
+    pipeline = {"name": "fan", "condor": {"container": "none"}, "stages": stages}
+    config.write_text(yaml.safe_dump(pipeline))  # escaped: YAML folds a raw U+0085
+    run = tmp_path / "run"
+    code, _, err = run_cli("build", str(config), "--run-dir", str(run))
+    assert code == 0, err
+    return run
+
+
+def test_every_reader_of_a_dag_file_sees_the_same_nodes_and_values(fanned_run: Path) -> None:
+    dag = fanned_run / rundir.DAG
+    strict, lenient = rundir.parse_dag(dag), rundir.parse_dag(dag, strict=False)
+    names = [f"gen-{i}" for i in range(len(HOSTILE_VALUES))]
+    assert list(strict.nodes) == list(lenient.nodes) == names
+    for name, value in zip(names, HOSTILE_VALUES, strict=True):
+        # as condor_submit gets it: quotes doubled for the single-quoted arguments
+        written = value.replace('"', '""')
+        assert strict.nodes[name].vars == lenient.nodes[name].vars == {"v": written}
+    # the fingerprint's view: the VARS text as written, which parses to the same values
+    texts = rundir.vars_texts(dag, set(names) | {"no-such-node"})
+    assert sorted(texts) == names
+    for name in names:
+        assert rundir._vars(texts[name], name) == strict.nodes[name].vars
+    # the submit file, read strictly and leniently, and as the fingerprint splits it
+    sub = fanned_run / "gen.sub"
+    assert rundir.parse_submit(sub).commands == rundir.parse_submit(sub, strict=False).commands
+    commands = {rundir.submit_command(line) for line in sub.read_text().split("\n")}
+    assert set(rundir.parse_submit(sub).commands) <= commands
+
+
+def test_a_rebuild_status_and_run_local_agree_on_hostile_values(fanned_run: Path) -> None:
+    # every node succeeded under run-local: the rebuild must find each complete from the
+    # digest it reads back out of the DAG file
+    code, _, err = run_cli("run-local", str(fanned_run))
+    assert code == 0, err
+    code, out, err = run_cli("status", str(fanned_run), "--json")
+    assert code == 0, err
+    (stage,) = json.loads(out)["stages"]
+    assert stage["done"] == len(HOSTILE_VALUES), out
+    config = fanned_run.parent / "fan.yaml"
+    code, out, err = run_cli("build", str(config), "--run-dir", str(fanned_run))
+    assert code == 0, err
+    assert f"{len(HOSTILE_VALUES)} nodes: {len(HOSTILE_VALUES)} complete" in out, out
+    done = [n for n in rundir.parse_dag(fanned_run / rundir.DAG).nodes.values() if n.done]
+    assert len(done) == len(HOSTILE_VALUES)
+
+
+def test_node_status_file_is_read_ad_by_ad_as_classad2_reads_it_whole() -> None:
+    import classad2
+
+    samples = Path(__file__).parent / "status_samples"
+    files = sorted(samples.glob("pool_*/*.status*"))
+    assert files
+    for path in files:
+        whole = [dict(ad) for ad in classad2.parseAds(path.read_text())]
+        dag, nodes, end = rundir.read_node_status(path)
+        assert dag == next(ad for ad in whole if ad["Type"] == "DagStatus"), path
+        assert end == next((ad for ad in whole if ad["Type"] == "StatusEnd"), {}), path
+        assert nodes == {ad["Node"]: ad for ad in whole if ad["Type"] == "NodeStatus"}, path
+
+
+def test_jobstate_log_last_terminal_event_decides(tmp_path: Path) -> None:
+    log = tmp_path / "aframe.jobstate.log"
+    log.write_text(
+        "100 INTERNAL *** DAGMAN_STARTED 1 ***\n"
+        "101 a SUBMIT 1.0 - 1\n"
+        "102 a JOB_SUCCESS 0 - 1\n"
+        "103 b JOB_FAILURE 1 - 1\n"
+        "104 b JOB_SUCCESS 0 - 2\n"
+        "105 a JOB_ABORTED 0 - 2\n"
+        "99 c JOB_SUCCESS 0 - 1\n"  # before `since`: an older build's
+    )
+    assert rundir.jobstate_log(tmp_path / "aframe.dag") == log
+    assert rundir.jobstate_events(log, since=100) == {"a": "failure", "b": "success"}
