@@ -11,6 +11,7 @@ import click
 
 from aframe_dag import workflow as core
 from aframe_dag.config import dump_config, load_config
+from aframe_dag.containers import MODES
 from aframe_dag.errors import AframeDagError, one_line
 
 
@@ -65,7 +66,7 @@ def config_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--container",
-            type=click.Choice(["apptainer", "container-universe", "none"]),
+            type=click.Choice(list(MODES)),
             help="How jobs run their images (sets condor.container).",
         ),
         click.option(
@@ -209,7 +210,7 @@ def build(
             nodes = f"{count} node{'s' if count != 1 else ''}"
             if stage.clustered:
                 nodes = f"{count} tasks in {jobs} job{'s' if jobs != 1 else ''}"
-            nodes += _completion(stage.verdicts)
+            nodes += _completion(summary.judged[stage.name].verdicts)
         gpus = stage.stage.resources.gpus
         gpu_note = f", {gpus} GPU{'s' if gpus != 1 else ''} each" if gpus else ""
         click.echo(f"  {stage.name:<{width}}  {nodes}{gpu_note}")

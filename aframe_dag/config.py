@@ -5,21 +5,19 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from aframe_dag import fanout, files, graph, schema
+from aframe_dag.containers import ContainerMode
 from aframe_dag.errors import ConfigError
 from aframe_dag.schema import rule
 
-ContainerMode = Literal["apptainer", "container-universe", "none"]
 GENERATORS = tuple(fanout.GENERATORS)  # the registry's names, in its order
-CONTAINER_MODES = typing.get_args(ContainerMode)
 NAME = r"[A-Za-z][A-Za-z0-9_]*"
 QUANTITY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])i?B?", re.IGNORECASE)
 

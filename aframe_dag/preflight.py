@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aframe_dag import render
 from aframe_dag.config import Config
+from aframe_dag.containers import MODES
 from aframe_dag.resolve import template_context
 
 # IGWN accounting tags: lower-case words joined by dots, e.g. ligo.dev.o4.cbc.allsky.aframe
@@ -51,7 +52,7 @@ def thorough(config: Config, run_dir: Path, env: Mapping[str, str]) -> Iterator[
 
 def _accounting(config: Config) -> Iterator[Check]:
     condor = config.condor
-    if condor.container == "none" and not condor.accounting_group:
+    if MODES[condor.container].host_commands and not condor.accounting_group:
         return
     for key, value, pattern, example in (
         ("accounting_group", condor.accounting_group, ACCOUNTING_GROUP, "ligo.dev.o4.cbc.allsky"),
@@ -117,7 +118,7 @@ def _first_inputs(config: Config, run_dir: Path) -> Iterator[Check]:
 
 
 def _images(config: Config) -> Iterator[Check]:
-    if config.condor.container == "none":
+    if MODES[config.condor.container].host_commands:
         return
     seen: set[str] = set()
     for name, stage in config.stages.items():
@@ -151,7 +152,7 @@ def _run_dir(run_dir: Path) -> Iterator[Check]:
 
 
 def _apptainer(config: Config) -> Iterator[Check]:
-    if config.condor.container != "apptainer":
+    if not MODES[config.condor.container].apptainer_exec:
         return
     found = shutil.which(config.condor.apptainer) is not None
     message = (

@@ -13,6 +13,7 @@ from typing import Any
 
 from aframe_dag import quoting, render, write
 from aframe_dag.config import Config, Dev, LoadedConfig, Wandb
+from aframe_dag.containers import MODES
 
 
 def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -59,7 +60,7 @@ def _image(
 ) -> str | None:
     """An image as a full path (or URL); an error naming the key if it is not there."""
     mode = loaded.config.condor.container
-    if mode == "none":
+    if MODES[mode].host_commands:
         return image
     if not image:
         raise loaded.error(keys, f"required with container mode {mode!r}")
@@ -113,11 +114,11 @@ def _dev(loaded: LoadedConfig, env: Mapping[str, str]) -> Dev:
     if not dev.enabled:
         return dev
     mode = loaded.config.condor.container
-    if mode != "apptainer":
+    if MODES[mode].refuses_dev:
         raise loaded.error(
             ("dev", "enabled"),
             f"--dev binds a checkout into apptainer images; container mode {mode!r} "
-            + ("runs host commands" if mode == "none" else "lets a job add no binds"),
+            + MODES[mode].refuses_dev,
         )
     where = "dev.path"
     path = dev.path or env.get("AFRAME_REPO") or None

@@ -1,5 +1,4 @@
-"""A stage's .sub file: command, container mode, environment, resources, retries that
-learn, remote transfers."""
+"""A stage's .sub file: command, container mode, environment, resources, remote transfers."""
 
 from __future__ import annotations
 
@@ -12,9 +11,11 @@ from typing import Any
 
 from aframe_dag import fanout, quoting, remote, render, rundir, secrets
 from aframe_dag.config import Config, Stage, Wandb
+from aframe_dag.containers import MODES, Mode
 from aframe_dag.errors import ConfigError
 from aframe_dag.plan import StagePlan
 from aframe_dag.resolve import template_context
+from aframe_dag.resources import gpu_escalation, megabytes, periodic_release, periodic_remove
 
 ENTRY_DIR = Path(__file__).parent / "entry"
 ENTRY_SCRIPTS = sorted(p.stem for p in ENTRY_DIR.glob("*.py") if p.stem != "__init__")
@@ -43,8 +44,7 @@ def service_submit_text(config: Config, run_dir: Path, plan: StagePlan) -> Submi
     service = plan.stage.service
     assert service is not None
     name = service_name(plan.name)
-    mode = config.condor.container
-    python = sys.executable if mode == "none" else service.python
+    python = sys.executable if MODES[config.condor.container].host_commands else service.python
     wrapper = [
         python, "{{ entry('service') }}", "serve",
         f"--address-file={run_dir}/{plan.name}.address", f"--ports={','.join(service.ports)}",
@@ -74,7 +74,7 @@ def _submit_text(
 ) -> Submission:
     condor = config.condor
     used_scripts = list(scripts)
-    mode = condor.container
+    mode = MODES[condor.container]
     context = template_context(config, run_dir, plan.name)
     context["stage"] = {"name": name, "resources": stage.resources}
     fields = item_fields(plan.spec) if name == plan.name else []
@@ -92,7 +92,7 @@ def _submit_text(
             )
         if script not in used_scripts:
             used_scripts.append(script)
-        return f"{script}.py" if mode == "container-universe" else f"{run_dir}/entry/{script}.py"
+        return f"{script}.py" if mode.sends_entry_scripts else f"{run_dir}/entry/{script}.py"
 
     context["entry"] = entry
     where = f"stages.{plan.name}.{'command' if name == plan.name else 'service.command'}"
@@ -130,7 +130,7 @@ def _submit_text(
         )
         binds = []
     lines = _option_lines(command)
-    if mode == "apptainer":
+    if mode.apptainer_exec:
         executable = condor.apptainer
         prefix = ["exec", *(["--nv"] if gpus else [])]
         host_binds = apptainer_binds(config, run_dir) if transfer is None else []
@@ -158,8 +158,8 @@ def _submit_text(
         nodes_note=_nodes_note(plan, used_fields)
         if name == plan.name
         else "One node, beside the stage's.",
-        universe="container" if mode == "container-universe" else "vanilla",
-        container_image=image if mode == "container-universe" else "",
+        universe=mode.universe,
+        container_image=image if mode.condor_starts_image else "",
         executable=executable,
         arguments=arguments,
         run_dir=str(run_dir),
@@ -172,15 +172,15 @@ def _submit_text(
         if environment
         else "",
         getenv=_unique(getenv),
-        transfer_input_files=entry_files if mode == "container-universe" and not transfer else [],
+        transfer_input_files=entry_files if mode.sends_entry_scripts and not transfer else [],
         remote=transfer,
         remote_config=config.remote,
         resources=memory,
         memory_mb=megabytes(memory.memory) if memory.max_memory else 0,
         max_memory_mb=megabytes(memory.max_memory) if memory.max_memory else 0,
         remove_held_after=condor.remove_held_after,
-        periodic_remove=_periodic_remove(condor.remove_held_after, memory.max_memory),
-        periodic_release=_periodic_release(memory.max_memory, escalation),
+        periodic_remove=periodic_remove(condor.remove_held_after, memory.max_memory),
+        periodic_release=periodic_release(memory.max_memory, escalation),
         gpu_escalation=escalation,
         gpus_minimum_memory=megabytes(memory.gpu_memory)
         if memory.gpu_memory
@@ -196,7 +196,7 @@ def _tasks_command(
     command: list[list[quoting.Part]],
     plan: StagePlan,
     run_dir: Path,
-    mode: str,
+    mode: Mode,
     entry: Any,
 ) -> list[list[quoting.Part]]:
     """A clustered stage's command: the tasks wrapper, then the command with each item
@@ -221,36 +221,13 @@ def braced(part: quoting.Part) -> str:
     return part.replace("{", "{{").replace("}", "}}")
 
 
-def _python(command: list[list[quoting.Part]], mode: str) -> str:
+def _python(command: list[list[quoting.Part]], mode: Mode) -> str:
     """The Python to run a wrapper with: the command's own (in its image, or here), else
     the image's python3, or this one for host commands."""
     first = command[0][0] if command and command[0] else ""
     if isinstance(first, str) and re.fullmatch(r"python[0-9.]*", Path(first).name):
         return first
-    return sys.executable if mode == "none" else "python3"
-
-
-@dataclass(frozen=True)
-class Escalation:
-    base: int  # MB of GPU memory asked for first
-    cap: int  # MB never asked beyond
-    steps: int  # doublings from base to cap: the releases after running out of memory
-
-
-def gpu_escalation(stage: Stage, where: str) -> Escalation | None:
-    """The GPU-memory retries of a GPU stage with `max_gpu_memory`, else None."""
-    res = stage.resources
-    if not (res.gpus and res.max_gpu_memory):
-        return None
-    if not res.gpu_memory:
-        raise ConfigError(f"{where}.max_gpu_memory: needs gpu_memory, the GPU memory to start at")
-    base, cap = megabytes(res.gpu_memory), megabytes(res.max_gpu_memory)
-    if cap < base:
-        raise ConfigError(f"{where}.max_gpu_memory: is below gpu_memory ({res.gpu_memory})")
-    steps = 0
-    while base * 2 ** (steps + 1) <= cap:
-        steps += 1
-    return Escalation(base, cap, steps)
+    return sys.executable if mode.host_commands else "python3"
 
 
 # W&B: the job needs the key (by name) and honours WANDB_MODE=offline and a local server
@@ -308,8 +285,8 @@ def _remote_job(
     if config.dev.enabled:
         raise ConfigError(f"{where}: --dev binds a local checkout, which a remote job cannot see")
     sent = [*inputs, *binds]
-    if image and config.condor.container == "apptainer":
-        sent.append(image)  # the job needs its image, unless it is on /cvmfs
+    if image and MODES[config.condor.container].apptainer_exec:
+        sent.append(image)  # apptainer exec needs its image there, unless it is on /cvmfs
     transfer = remote.plan_transfer(sent, outputs, where)
     s3 = [p for p in transfer.inputs if p.startswith("s3://")]
     settings = config.remote
@@ -344,31 +321,6 @@ def _option_lines(command: list[list[quoting.Part]]) -> list[list[list[quoting.P
             lines.append([])
         lines[-1].append(token)
     return lines
-
-
-def _periodic_remove(held_for: int, max_memory: str | None) -> list[str]:
-    """ClassAd clauses that remove a job: held too long, or past its memory ceiling."""
-    clauses = []
-    if held_for:
-        clauses.append(f"(JobStatus == 5 && time() - EnteredCurrentStatus > {held_for})")
-    if max_memory:  # it used more than its ceiling allows (held, idle or running)
-        clauses.append(f"(MemoryUsage =!= undefined && MemoryUsage > {megabytes(max_memory)})")
-    return clauses
-
-
-def _periodic_release(max_memory: str | None, gpu: Escalation | None) -> list[str]:
-    """ClassAd clauses that release a held job to try again with more memory."""
-    clauses = []
-    if max_memory:  # held for exceeding its memory (26, 34), below its ceiling: the LIGO pattern
-        clauses.append(
-            "((HoldReasonCode =?= 26 || HoldReasonCode =?= 34) && JobStatus == 5 "
-            f"&& MemoryUsage <= {megabytes(max_memory)})"
-        )
-    if gpu:  # held by on_exit_hold for running out of GPU memory, while a bigger GPU is allowed
-        clauses.append(
-            f"(HoldReasonCode =?= 3 && HoldReasonSubCode =?= 86 && NumJobStarts <= {gpu.steps})"
-        )
-    return clauses
 
 
 def _nodes_note(plan: StagePlan, fields: list[str]) -> str:
@@ -415,9 +367,3 @@ def apptainer_binds(config: Config, run_dir: Path) -> list[str]:
         if not any(path.startswith(parent.rstrip("/") + "/") for parent in binds):
             binds.append(quoting.bind_path(path, "apptainer --bind of the run dir or dirs"))
     return binds + [b for b in config.condor.binds if b not in binds]
-
-
-def megabytes(quantity: str) -> int:
-    """A validated quantity such as 16GB in MB (HTCondor's memory unit)."""
-    number, unit = float(quantity[:-2]), quantity[-2]
-    return int(number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[unit])
