@@ -69,7 +69,7 @@ def submit_parts(submit_text: str) -> tuple[str, str]:
     """(recipe, environment) of a .sub: comments dropped, environment lines apart."""
     recipe: list[str] = []
     env: list[str] = []
-    for line in submit_text.splitlines():
+    for line in submit_text.split("\n"):
         if line.lstrip().startswith("#"):
             continue
         (env if rundir.submit_command(line) in ("environment", "getenv") else recipe).append(line)
@@ -178,7 +178,7 @@ def harvest(run_dir: Path) -> State:
     """The accumulated state, updated with every record made since each build."""
     saved = _read_json(run_dir / COMPLETED) or {}
     state = State(dict(saved.get("nodes", {})), dict(saved.get("bases", {})))
-    for fingerprints in sorted(run_dir.glob("*fingerprints.json")):
+    for fingerprints in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}")):
         data = _read_json(fingerprints)
         if not isinstance(data, dict) or "dag" not in data:
             continue
@@ -191,7 +191,7 @@ def harvest(run_dir: Path) -> State:
             continue
         digests = node_digests(dag, data.get("stages", {}), set(events))
         _settle_events(state, events, digests)
-    for fingerprints in sorted(run_dir.glob("*fingerprints.json")):
+    for fingerprints in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}")):
         data = _read_json(fingerprints)
         if not isinstance(data, dict):
             continue

@@ -38,6 +38,9 @@ RECORD = "run-local.record"  # run-local's events
 LOCK = ".run-local.lock"  # held (flock) by a live run-local
 STATE = ".aframe-dag"  # aframe-dag's own bookkeeping
 BUILD_LOCK = f"{STATE}/build.lock"  # held (flock) by a build from its first read to its last write
+# the DAG templates name DAGMan's own files beside each DAG: DAG.jobstate.log, DAG.status
+NODE_STATUS = "aframe.status"  # DAGMan's NODE_STATUS_FILE of aframe.dag
+FINGERPRINTS = "fingerprints.json"  # a build's fingerprints; STAGE.fingerprints.json an expand's
 COMPLETED = f"{STATE}/completed.json"  # successes harvested by the builds so far
 SCRATCH = f"{STATE}/scratch"  # where run-local runs jobs without a shared filesystem
 

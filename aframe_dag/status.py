@@ -327,7 +327,7 @@ class _Builder:
 
 
 def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> RunStatus:
-    status_path = paths(top.status_file) if top.status_file else run_dir / "aframe.status"
+    status_path = paths(top.status_file) if top.status_file else run_dir / rundir.NODE_STATUS
     dag_ad, top_ads, end_ad = rundir.read_node_status(status_path)
     build = _Builder(stages, _Stderr(paths))
     unexpanded: list[tuple[_Stage, StageStatus, int]] = []
@@ -488,7 +488,7 @@ def read_status(run_dir: str | Path) -> RunStatus:
     top = _read_dag(run_path / rundir.DAG)
     paths = _Paths(run_path, top)
     stages = _layout(paths, top, config)
-    status_file = paths(top.status_file) if top.status_file else run_path / "aframe.status"
+    status_file = paths(top.status_file) if top.status_file else run_path / rundir.NODE_STATUS
     # records of a run of an earlier build do not count (the record does: run-local
     # honours it whenever it was written)
     dagman = _mtime(status_file) if paths.fresh(status_file) else None

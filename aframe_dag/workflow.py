@@ -213,7 +213,7 @@ def _build(
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     records = {  # written with the rest, all or none
         rundir.COMPLETED: completion.state_text(state),
-        "fingerprints.json": completion.fingerprints_text(
+        rundir.FINGERPRINTS: completion.fingerprints_text(
             {name: j.fingerprint for name, j in plan.judged.items()},
             [s.name for s in plan.stages if s.clustered],
             rundir.DAG,
@@ -320,7 +320,7 @@ def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     if plan.clustered:  # before the DAG that runs them
         write.write_file(run_path / rundir.tasks_file(stage), plan.tasks_text())
     write.write_file(path, text)
-    fingerprints = run_path / f"{stage}.fingerprints.json"
+    fingerprints = run_path / f"{stage}.{rundir.FINGERPRINTS}"
     clustered = [stage] if plan.clustered else []
     completion.write_fingerprints(fingerprints, {stage: judged.fingerprint}, clustered, path.name)
     return path, len(plan.items)

@@ -12,6 +12,7 @@ import yaml
 from conftest import run_cli
 
 from aframe_dag import completion, rundir
+from aframe_dag.entry import tasks
 from aframe_dag.picture import node_states
 from aframe_dag.runner import Runner
 
@@ -69,6 +70,17 @@ def test_every_reader_of_run_locals_record_agrees(sample: str, run_dir: Path) ->
     assert stage["done"] == (1 if done else 0), (out, err)
     assert stage["failed"] == (1 if meaning == "failed" else 0), (out, err)
     assert (node_states(run_dir).get("a") == "done") == done
+
+
+@pytest.mark.parametrize("sample", SEQUENCES, ids=list(SEQUENCES))
+def test_the_tasks_wrapper_reads_its_record_by_the_same_rule(sample: str, tmp_path: Path) -> None:
+    # entry/tasks.py runs inside the images (standard library only): its own reader
+    events, meaning = SEQUENCES[sample]
+    record = tmp_path / rundir.tasks_record("gen")
+    record.write_text(record_text("gen-0", events, 1000.0))
+    assert rundir.read_record(record)["gen-0"].state == meaning
+    assert (tasks.done_since(record, since=999.0) == {"gen-0"}) == (meaning == "done")
+    assert tasks.done_since(record, since=1001.0) == set()  # an older build's success
 
 
 def test_tasks_are_counted_at_newlines_only(tmp_path: Path) -> None:

@@ -74,21 +74,22 @@ def read_tasks(path: Path) -> dict[str, dict[str, str]]:
 
 
 def done_since(path: Path, since: float) -> set[str]:
-    """Tasks whose last event in the record is a success at or after `since`."""
+    """Tasks whose last event in the record is a success at or after `since` (a start
+    that nothing ended, a failure or a torn line after a success undoes it)."""
     finished: set[str] = set()
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return finished
-    for line in lines:
+    for line in text.split("\n"):  # as aframe-dag's own reader of records splits them
         words = line.split()
-        if len(words) != 3:
+        if len(words) < 2 or words[0] not in ("start", "done", "failed"):
             continue
-        event, name, stamp = words
-        if event == "done" and stamp.replace(".", "", 1).isdigit() and float(stamp) >= since:
-            finished.add(name)
+        stamp = words[2] if len(words) == 3 else ""
+        if words[0] == "done" and stamp.replace(".", "", 1).isdigit() and float(stamp) >= since:
+            finished.add(words[1])
         else:
-            finished.discard(name)  # started again, failed, or a torn line
+            finished.discard(words[1])
     return finished
 
 
