@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from aframe_dag import fanout, files, graph, schema
+from aframe_dag import fanout, files, graph, schema, submit_commands
 from aframe_dag.containers import ContainerMode
 from aframe_dag.errors import ConfigError
 from aframe_dag.schema import rule
@@ -20,6 +20,9 @@ from aframe_dag.schema import rule
 GENERATORS = tuple(fanout.GENERATORS)  # the registry's names, in its order
 NAME = r"[A-Za-z][A-Za-z0-9_]*"
 QUANTITY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT])i?B?", re.IGNORECASE)
+
+# a submit command's value as YAML gives it (a number, `true`), written as text
+SUBMIT_VALUES = dict[str, str | int | float | bool]
 
 # Variables the data stages need on LIGO clusters, passed by name (never by value).
 DATAFIND_ENV = [
@@ -67,6 +70,11 @@ def _stage_names(stages: dict[str, Any]) -> dict[str, Any]:
     clash = graph.name_clash(stages)
     if clash:
         raise schema.SchemaError((clash[0],), clash[1])
+    for name, stage in stages.items():
+        try:
+            submit_commands.refuse_own(stage.submit, name)
+        except schema.SchemaError as exc:
+            raise schema.SchemaError((name, "submit", *exc.path), exc.message) from None
     return stages
 
 
@@ -151,6 +159,8 @@ class Stage:
     inputs: list[str] = rule([])
     outputs: list[str] = rule([])
     service: Service | None = None
+    # submit commands for the stage's jobs (its service's too), over condor.submit's
+    submit: dict[str, str] = rule({}, check=submit_commands.check, accepts=SUBMIT_VALUES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +177,8 @@ class Condor:
     remove_held_after: int = rule(3600, ge=0)
     environment: dict[str, str] = rule({})
     getenv: list[str] = rule(DATAFIND_ENV, check=_variable_names)
+    # submit commands for every job (requirements, +DESIRED_Sites, priority, ...)
+    submit: dict[str, str] = rule({}, check=submit_commands.every_job, accepts=SUBMIT_VALUES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -432,6 +444,11 @@ def apply_override(data: dict[str, Any], assignment: str, source: Source) -> Non
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected dotted.key=value")
     keys = key.strip().split(".")
+    # a submit command may hold a dot (MY.Attr): all after condor.submit or
+    # stages.NAME.submit is one key
+    at = {"condor": 1, "stages": 2}.get(keys[0])  # where `submit` would be
+    if at is not None and len(keys) > at + 1 and keys[at] == "submit":
+        keys = [*keys[: at + 1], ".".join(keys[at + 1 :])]
     if not all(keys):
         raise ConfigError(f"--set {assignment!r}: empty key in the dotted path")
     try:

@@ -12,8 +12,11 @@ never a success, whatever came before.
 
 DAG and submit files are read in the subset aframe-dag writes. Strict (run-local, which
 must run what DAGMan would): anything else is an error naming the file and line, never
-silently ignored (a hand edit inside the subset is honoured). Lenient (status, which
-reports on whatever is there): what it does not understand is skipped.
+silently ignored (a hand edit inside the subset is honoured); the commands that place a
+job on a pool (`requirements`, `priority`, attributes: `submit_commands.PLACEMENT`) are
+skipped.
+Lenient (status, which reports on whatever is there): what it does not understand is
+skipped.
 
 Every file is split at newlines only, as HTCondor reads it: a value may hold U+2028,
 U+0085 or a form feed, at which str.splitlines() would also split.
@@ -28,7 +31,7 @@ from typing import Any, Literal, NamedTuple
 
 import classad2
 
-from aframe_dag import quoting
+from aframe_dag import quoting, submit_commands
 from aframe_dag.errors import RunDirError
 
 # files of the run dir that more than one module names
@@ -411,8 +414,10 @@ def parse_submit(path: Path, strict: bool = True) -> Submit:
             if strict:
                 raise RunDirError(f"{where}: cannot read {line!r} (run-local reads KEY = VALUE)")
             continue
-        if key.startswith("+"):
+        if key.startswith("+") or key.upper().startswith("MY."):
             continue  # job ClassAd attributes: HTCondor's business
+        if key.lower() in submit_commands.PLACEMENT:
+            continue  # where and when a pool runs the job (condor.submit): not run-local's
         if key.lower() not in SUPPORTED:
             if strict:
                 raise RunDirError(f"{where}: {key} is not supported by run-local")

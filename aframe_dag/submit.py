@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import fanout, quoting, remote, render, rundir, secrets
+from aframe_dag import fanout, quoting, remote, render, rundir, secrets, submit_commands
 from aframe_dag.config import Config, Stage, Wandb
 from aframe_dag.containers import MODES, Mode
 from aframe_dag.errors import ConfigError
@@ -60,6 +60,7 @@ def service_submit_text(config: Config, run_dir: Path, plan: StagePlan) -> Submi
         image=service.image,
         command=command,
         resources=service.resources,
+        submit=plan.stage.submit,
     )
     return _submit_text(config, run_dir, plan, name, stage, plan.entry_scripts)
 
@@ -188,6 +189,8 @@ def _submit_text(
         accounting_group=condor.accounting_group,
         accounting_group_user=condor.accounting_group_user,
         use_oauth_services=condor.use_oauth_services,
+        submit_lines=submit_commands.merged(condor.submit, stage.submit),
+        stage_key=plan.name,
     )
     return Submission(text, used_fields, used_scripts)
 

@@ -6,6 +6,7 @@ tests/test_completion.py::test_partial_output_of_a_failed_node_is_not_complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -128,7 +129,8 @@ def sigkill(runner: subprocess.Popen[bytes], with_nodes: bool) -> None:
     runner.wait()
     if with_nodes:
         for pid in nodes:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended, and init reaped it
+                os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not any(alive(pid) for pid in nodes), f"the killed runner's nodes {nodes}")
 
 

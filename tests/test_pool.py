@@ -628,3 +628,38 @@ def test_a_job_past_its_memory_ceiling_is_removed_and_its_node_fails(run_root: P
     assert time.monotonic() - started < 150
     log = (run_dir / "logs/hungry.log").read_text()
     assert "Job was aborted" in log and "PeriodicRemove" in log, log[-2000:]
+
+
+def test_submit_lines_from_the_config_reach_the_job_ad(run_root: Path) -> None:
+    # each job copies the job ad HTCondor gave it ($_CONDOR_JOB_AD) into the run dir
+    copy_ad = ["/bin/sh", "-c", 'cp "$_CONDOR_JOB_AD" {{ dirs.out }}/{{ stage.name }}.ad']
+    stages = {
+        "placed": {
+            "command": copy_ad,
+            "submit": {
+                "requirements": '(TARGET.OpSys == "LINUX")',
+                "+DESIRED_Sites": '"site_a,site_b"',
+                "priority": 7,
+                "MY.ProjectName": '"stage.own"',  # wins over condor.submit's +ProjectName
+            },
+        },
+        "plain": {"after": ["placed"], "command": copy_ad},
+    }
+    config = pipeline(run_root / "submit.yaml", stages)
+    data = yaml.safe_load(config.read_text())
+    data["condor"]["submit"] = {"+ProjectName": '"every.job"'}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    run_dir = run_root / "run"
+    build(config, run_dir)
+    out = submit_and_wait(run_dir / "aframe.dag")
+    assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
+    import classad2
+
+    placed = classad2.parseOne((run_dir / "out/placed.ad").read_text())
+    assert '(TARGET.OpSys == "LINUX")' in str(placed.lookup("Requirements"))
+    assert placed["DESIRED_Sites"] == "site_a,site_b"
+    assert placed["JobPrio"] == 7
+    assert placed["ProjectName"] == "stage.own"
+    plain = classad2.parseOne((run_dir / "out/plain.ad").read_text())
+    assert plain["ProjectName"] == "every.job"
+    assert "DESIRED_Sites" not in plain and plain["JobPrio"] == 0
