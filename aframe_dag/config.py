@@ -85,6 +85,19 @@ def _variable_names(names: list[str]) -> list[str]:
     return names
 
 
+def _scopes(scopes: list[str]) -> list[str]:
+    for scope in scopes:
+        if not scope or any(c.isspace() for c in scope):
+            raise ValueError(f"{scope!r} is not one scope (scopes are separate list items)")
+    return scopes
+
+
+def _handle(handle: str | None) -> str | None:
+    if handle is not None and not re.fullmatch(r"[A-Za-z0-9]+", handle):
+        raise ValueError(f"a handle is letters and digits (an _ reads as a Vault role): {handle!r}")
+    return handle
+
+
 def _port_names(names: list[str]) -> list[str]:
     for name in names:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
@@ -139,6 +152,16 @@ class Service:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OAuth:
+    """A credential service's token: its scopes, audience and handle (manual: "Jobs That
+    Require Credentials"); see tokens.py."""
+
+    permissions: list[str] = rule([], check=_scopes)  # scopes, e.g. [gwdatafind.read]
+    resource: str | None = None  # the audience, e.g. https://datafind.igwn.org
+    handle: str | None = rule(None, check=_handle)  # a token of its own for these scopes
+
+
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     description: str = ""
     after: list[str] = rule([])
@@ -159,6 +182,9 @@ class Stage:
     inputs: list[str] = rule([])
     outputs: list[str] = rule([])
     service: Service | None = None
+    # tokens of the stage's jobs (its service's too): unset, condor's
+    use_oauth_services: str | None = None
+    oauth: dict[str, OAuth] | None = None  # over condor.oauth, service by service
     # submit commands for the stage's jobs (its service's too), over condor.submit's
     submit: dict[str, str] = rule({}, check=submit_commands.check, accepts=SUBMIT_VALUES)
 
@@ -171,7 +197,8 @@ class Condor:
     binds: list[str] = rule([])
     accounting_group: str | None = None
     accounting_group_user: str | None = None
-    use_oauth_services: str = "scitokens"
+    use_oauth_services: str = "scitokens"  # services, comma-separated
+    oauth: dict[str, OAuth] = rule({})  # a service's scopes (see tokens.py)
     # a job held this long (s) is removed, so its node fails and RETRY or the rescue
     # DAG take over instead of the workflow waiting for ever; 0 keeps held jobs
     remove_held_after: int = rule(3600, ge=0)

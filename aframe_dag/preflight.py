@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aframe_dag import render
+from aframe_dag import render, tokens
 from aframe_dag.config import Config
 from aframe_dag.containers import MODES
+from aframe_dag.errors import ConfigError
 from aframe_dag.resolve import template_context
 
 # IGWN accounting tags: lower-case words joined by dots, e.g. ligo.dev.o4.cbc.allsky.aframe
@@ -36,6 +37,7 @@ class Check:
 def cheap(config: Config, run_dir: Path, env: Mapping[str, str]) -> Iterator[Check]:
     """Checks that cost nothing: run by every build."""
     yield from _accounting(config)
+    yield from _scopes(config)
     yield from _gpus(config)
     yield from _wandb(config, env)
     yield from _first_inputs(config, run_dir)
@@ -46,8 +48,27 @@ def thorough(config: Config, run_dir: Path, env: Mapping[str, str]) -> Iterator[
     yield from cheap(config, run_dir, env)
     yield from _images(config)
     yield from _run_dir(run_dir)
+    yield from _tokens(config)
     yield from _apptainer(config)
     yield from _pool_gpus(config)
+
+
+def _scopes(config: Config) -> Iterator[Check]:
+    try:
+        tokens.check_scopes(config, list(config.stages))
+    except ConfigError as exc:
+        yield Check("tokens", False, str(exc))
+
+
+def _tokens(config: Config) -> Iterator[Check]:
+    """Which stages ask for which tokens (scopes), a line per set of them."""
+    asking: dict[str, list[str]] = {}
+    for stage in config.stages:
+        described = ", ".join(t.describe() for t in tokens.stage_tokens(config, stage))
+        if described:
+            asking.setdefault(described, []).append(stage)
+    for described, stages in asking.items():
+        yield Check("tokens", True, f"{described}: {', '.join(stages)}")
 
 
 def _accounting(config: Config) -> Iterator[Check]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import fanout, quoting, remote, render, rundir, secrets, submit_commands
+from aframe_dag import fanout, quoting, remote, render, rundir, secrets, submit_commands, tokens
 from aframe_dag.config import Config, Stage, Wandb
 from aframe_dag.containers import MODES, Mode
 from aframe_dag.errors import ConfigError
@@ -151,6 +151,7 @@ def _submit_text(
     quoting.check_value(" ".join(stage.description.split()), f"stages.{plan.name}.description")
     description = textwrap.wrap(stage.description, width=86)
     entry_files = [f"{run_dir}/entry/{n}.py" for n in used_scripts]
+    job_tokens = tokens.stage_tokens(config, plan.name)
     text = render.render_file(
         "stage.sub.j2",
         pipeline=config.name,
@@ -188,7 +189,8 @@ def _submit_text(
         else (config.remote.gpus_minimum_memory if transfer else None),
         accounting_group=condor.accounting_group,
         accounting_group_user=condor.accounting_group_user,
-        use_oauth_services=condor.use_oauth_services,
+        tokens=job_tokens,
+        token_lines=tokens.submit_lines(job_tokens),
         submit_lines=submit_commands.merged(condor.submit, stage.submit),
         stage_key=plan.name,
     )

@@ -54,7 +54,9 @@ OWN: dict[str, str] = {
     "error": "the run dir's logs/",
     "accounting_group": "condor.accounting_group",
     "accounting_group_user": "condor.accounting_group_user",
-    "use_oauth_services": "condor.use_oauth_services",
+    "use_oauth_services": "condor.use_oauth_services or stages.{stage}.use_oauth_services",
+    "SERVICE_oauth_permissions": "condor.oauth or stages.{stage}.oauth",
+    "SERVICE_oauth_resource": "condor.oauth or stages.{stage}.oauth",
     "queue": "aframe-dag (one job per node)",
 }
 # the job attributes those commands set, and other names HTCondor knows them by
@@ -87,6 +89,7 @@ _EXPRESSIONS = {
     "requirements", "rank", "periodic_hold", "periodic_hold_reason", "periodic_hold_subcode",
     "periodic_vacate", "on_exit_remove",
 }  # fmt: skip
+_SCOPES = re.compile(r"_oauth_(permissions|resource)")
 _KEY = re.compile(r"(\+|MY\.)?[A-Za-z_][A-Za-z0-9_]*", re.IGNORECASE)
 
 
@@ -104,6 +107,9 @@ def identity(key: str) -> str:
 
 def own_command(key: str) -> str | None:
     """The command of aframe-dag's own that `key` sets (or an attribute it sets), if any."""
+    scoped = _SCOPES.search(key.lower())
+    if scoped:  # SERVICE_oauth_permissions[_HANDLE]: the token's scopes
+        return f"SERVICE_oauth_{scoped.group(1)}"
     return _OWN_BY_FORM.get(_form(key.strip()))
 
 

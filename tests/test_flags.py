@@ -288,7 +288,8 @@ def test_check_reports_every_problem_on_its_own_line_and_writes_nothing(
     run_dir = tmp_path / "run"
     code, out, err = sandbox(run_dir, image_dir, "--check")
     assert code == 1
-    assert err.strip() == "Error: 7 of 11 checks failed"
+    assert err.strip() == "Error: 7 of 12 checks failed"
+    assert "ok    tokens: scitokens (the service's default scopes): query_train," in out
     lines = out.splitlines()
     assert "ok    condor.accounting_group: ligo.dev.o4.cbc.allsky.aframe" in lines
     assert (

@@ -545,23 +545,21 @@ def read_apptainer_images(tmp: Path) -> list[str]:
 def condor_values(values: list[str], tmp: Path) -> Build:
     (value,) = values
     touch(tmp / "x.sif")
-    # the accounting tags have a format of their own (checked by every build, see
-    # test_flags.py); the free-form values are the apptainer path and the oauth service
+    # the accounting tags and the oauth services have a format of their own (checked by
+    # every build, see test_flags.py and test_tokens.py); the apptainer path is free-form
     condor = {
         "container": "apptainer",
         "apptainer": f"{tmp}/app-{value}",
         "accounting_group": "ligo.dev.o4.cbc.allsky",
         "accounting_group_user": "albert.einstein",
-        "use_oauth_services": value,
     }
     stages = {"s0": {"command": "true", "image": f"{tmp}/x.sif"}}
     return Build({"name": "t", "condor": condor, "stages": stages})
 
 
 def read_condor_values(tmp: Path) -> list[str]:
-    found = set(submitted(tmp, "use_oauth_services"))
     (executable,) = submitted(tmp, "executable")
-    return sorted({*found, strip(executable, f"{tmp}/app-")})  # one, if all arrived
+    return [strip(executable, f"{tmp}/app-")]
 
 
 def run_dir(values: list[str], tmp: Path) -> Build:
