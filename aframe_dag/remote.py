@@ -49,6 +49,11 @@ class Transfer:
         return _ABSOLUTE.sub(relative, text)
 
 
+def absolute_paths(text: str) -> list[str]:
+    """The absolute paths in a command's word (as `Transfer.rewrite` finds them)."""
+    return _ABSOLUTE.findall(text)
+
+
 def plan_transfer(inputs: list[str], outputs: list[str], where: str) -> Transfer:
     """What goes with the job and comes back: local inputs and URLs; each output's dir."""
     sent: list[str] = []

@@ -169,6 +169,49 @@ def read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, An
     return dag, nodes, end
 
 
+class Hold(NamedTuple):
+    """A held job, from a node log: its id and HTCondor's hold reason."""
+
+    job: str  # CLUSTER.PROC, as condor_q -better-analyze and condor_release take it
+    reason: str
+    code: int | None  # HoldReasonCode
+    subcode: int | None  # HoldReasonSubCode
+
+
+def read_holds(log: Path) -> dict[str, Hold]:
+    """The jobs held now, by DAG node, from a node log (a job's `log`: HTCondor's job
+    event log, read by its own parser); {} if it cannot be read. A node's last SUBMIT
+    ("DAG Node: NAME" in its LogNotes) names its job, held if a HOLD is not followed by
+    a RELEASE, TERMINATE or ABORT."""
+    if not log.is_file():  # never block on a pipe
+        return {}
+    import htcondor2  # here: commands start faster without it, and few runs need it
+
+    kind = htcondor2.JobEventType
+    ended = (kind.JOB_RELEASED, kind.JOB_TERMINATED, kind.JOB_ABORTED)
+    nodes: dict[str, str] = {}  # node name -> job id
+    holds: dict[str, Hold] = {}  # job id -> its hold
+    try:
+        for event in htcondor2.JobEventLog(str(log)).events(stop_after=0):
+            job = f"{event.cluster}.{event.proc}"
+            if event.type == kind.SUBMIT:
+                notes = str(event.get("LogNotes", ""))
+                if notes.startswith("DAG Node: "):
+                    nodes[notes.removeprefix("DAG Node: ").strip()] = job
+            elif event.type == kind.JOB_HELD:
+                code, subcode = event.get("HoldReasonCode"), event.get("HoldReasonSubCode")
+                holds[job] = Hold(
+                    job, str(event.get("HoldReason", "")),
+                    code if isinstance(code, int) else None,
+                    subcode if isinstance(subcode, int) else None,
+                )  # fmt: skip
+            elif event.type in ended:
+                holds.pop(job, None)
+    except (OSError, ValueError, htcondor2.HTCondorException):
+        pass  # not an event log, or an event the bindings cannot read: what came before stands
+    return {name: holds[job] for name, job in nodes.items() if job in holds}
+
+
 # --- DAG files ------------------------------------------------------------------
 
 

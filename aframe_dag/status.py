@@ -13,6 +13,9 @@ Two kinds of run leave two kinds of record:
   "not_idle" is a running job; any other text is counted as "queued", neither running
   nor idle. The manual documents the codes and shows "idle"; "not_idle" is from the
   source, and was seen in HTCondor 23.9's files (tests/status_samples/pool_midrun).
+  For a node counted held, its job's node log (the .sub's `log`, HTCondor's job event
+  log) names the job and why it is held; only held nodes' logs are read, as a log holds
+  every event of every job of a stage.
 - run-local appends `start|done|failed DAGFILE:NODE [TIME]` to RUN/run-local.record as
   each node starts and ends (starts are read only by builds); a live runner holds an
   flock on RUN/.run-local.lock. A node that is not recorded but has a stderr file written
@@ -35,7 +38,7 @@ import yaml
 
 from aframe_dag import completion, quoting, rundir
 from aframe_dag.errors import RunDirError
-from aframe_dag.rundir import LOCK, RECORD, Dag, DagNode
+from aframe_dag.rundir import LOCK, RECORD, Dag, DagNode, read_holds
 from aframe_dag.runner import lock_holder
 
 # NodeStatus and DagStatus values (HTCondor manual, DAGMan "Current Node Status File")
@@ -49,6 +52,7 @@ STATUS_ERROR = 6
 STATUS_FUTILE = 7
 
 TAIL_LINES = 5
+REASON_WIDTH = 120  # characters of a hold reason that `render` shows
 _SLACK = 1.0  # seconds
 _TAIL_BYTES = 64 * 1024
 COUNTS = ("done", "running", "idle", "queued", "held", "failed", "futile", "not_run", "unknown")
@@ -88,8 +92,21 @@ class FailedNode:
 
 
 @dataclass
+class HeldJob:
+    """A held node's job, from its node log: the job id and HTCondor's hold reason."""
+
+    name: str
+    stage: str
+    job: str  # CLUSTER.PROC, as condor_q -better-analyze and condor_release take it
+    reason: str
+    code: int | None = None  # HoldReasonCode
+    subcode: int | None = None  # HoldReasonSubCode
+
+
+@dataclass
 class RunStatus:
-    """Where a run stands: how it ran, its stages in config order, its failed nodes."""
+    """Where a run stands: how it ran, its stages in config order, its failed and held
+    nodes."""
 
     run_dir: Path
     mode: str  # "dagman", "local" or "not started"
@@ -99,6 +116,7 @@ class RunStatus:
     as_of: float | None = None  # DAGMan: when aframe.status was written (epoch seconds)
     runner_live: bool = False  # local: a run-local holds the run dir's lock
     runner_pid: int | None = None  # local: the live runner's pid, from the lock file
+    held: list[HeldJob] = field(default_factory=list)  # DAGMan: held nodes with a node log
 
 
 # --- the run dir's DAG files ----------------------------------------------------------
@@ -212,15 +230,16 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
-class _Stderr:
-    """Stderr paths of nodes, from their .sub `error` with $(JOB) and VARS expanded."""
+class _JobFiles:
+    """Files a node's job writes, from its .sub (`error`, `log`) with $(JOB) and VARS
+    expanded."""
 
     def __init__(self, paths: _Paths):
         self.paths = paths
         self.submits: dict[Path, rundir.Submit] = {}
 
-    def __call__(self, node: DagNode, dag_dir: Path) -> Path | None:
-        """The node's stderr file, or None if its .sub names none."""
+    def __call__(self, node: DagNode, dag_dir: Path, command: str = "error") -> Path | None:
+        """The file the node's .sub names with `command`, or None if it names none."""
         if node.submit is None:
             return None
         submit = self.paths(node.submit)
@@ -228,11 +247,12 @@ class _Stderr:
             self.submits[submit] = rundir.parse_submit(submit, strict=False)
         values = self.submits[submit]
         macros = {**node.vars, "JOB": node.name}
-        error = quoting.expand_macros(values.get("error", ""), macros)
-        if not error or error == "/dev/null":
+        name = quoting.expand_macros(values.get(command, ""), macros)
+        if not name or name == "/dev/null":
             return None
+        # initialdir holds relative output, error and (user) log paths
         initialdir = quoting.expand_macros(values.get("initialdir", ""), macros)
-        target = Path(initialdir) / error if initialdir else Path(error)
+        target = Path(initialdir) / name if initialdir else Path(name)
         # condor_submit runs in the DAG's directory: relative paths start there
         return self.paths(target) if target.is_absolute() else dag_dir / target
 
@@ -287,11 +307,12 @@ def _mtime(path: Path) -> float | None:
 class _Builder:
     """Counts nodes per stage and collects failed nodes."""
 
-    def __init__(self, stages: list[_Stage], stderr: _Stderr):
+    def __init__(self, stages: list[_Stage], files: _JobFiles):
         self.stages = stages
-        self.stderr = stderr
+        self.files = files
         self.result: dict[str, StageStatus] = {}
         self.failed: list[FailedNode] = []
+        self.held: list[tuple[str, DagNode, Path]] = []  # stage, node, its DAG's dir
 
     def stage(self, stage: _Stage, expanded: bool) -> StageStatus:
         """A StageStatus with the stage's total; counts are added with `count`."""
@@ -308,9 +329,24 @@ class _Builder:
 
     def fail(self, stage: str, node: DagNode, dag_dir: Path, reason: str) -> None:
         """Record a failed node with its stderr file and tail."""
-        path = self.stderr(node, dag_dir)
+        path = self.files(node, dag_dir)
         tail = _tail(path) if path is not None else []
         self.failed.append(FailedNode(node.name, stage, path, tail, reason))
+
+    def held_jobs(self) -> list[HeldJob]:
+        """The held nodes' jobs and reasons, from the node logs of those nodes only."""
+        logs: dict[Path, dict[str, rundir.Hold]] = {}
+        found = []
+        for stage, node, dag_dir in self.held:
+            log = self.files(node, dag_dir, "log")
+            if log is None:
+                continue
+            if log not in logs:
+                logs[log] = read_holds(log)
+            hold = logs[log].get(node.name)
+            if hold is not None:
+                found.append(HeldJob(node.name, stage, *hold))
+        return found
 
     def waiting(self, stage: _Stage) -> str | None:
         """The text `waiting for A, B`, naming the parent stages not yet complete."""
@@ -329,7 +365,7 @@ class _Builder:
 def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> RunStatus:
     status_path = paths(top.status_file) if top.status_file else run_dir / rundir.NODE_STATUS
     dag_ad, top_ads, end_ad = rundir.read_node_status(status_path)
-    build = _Builder(stages, _Stderr(paths))
+    build = _Builder(stages, _JobFiles(paths))
     unexpanded: list[tuple[_Stage, StageStatus, int]] = []
     for stage in stages:
         sub_state = STATUS_NOT_READY
@@ -343,6 +379,8 @@ def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> Run
             ad = top_ads.get(node.name)
             state = _dagman_state(ad) if ad is not None else "unknown"
             build.count(status, state)
+            if state == "held":
+                build.held.append((stage.name, node, top.path.parent))
             if state == "failed":
                 assert ad is not None
                 build.fail(stage.name, node, top.path.parent, _str(ad, "StatusDetails"))
@@ -367,6 +405,8 @@ def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> Run
                 ad = None
                 state = {STATUS_DONE: "done", STATUS_SUBMITTED: "idle"}.get(sub_state, "unknown")
             build.count(status, state)
+            if state == "held":
+                build.held.append((stage.name, node, inner.path.parent))
             if state == "failed" and ad is not None:
                 build.fail(stage.name, node, inner.path.parent, _str(ad, "StatusDetails"))
         if sub_state == STATUS_ERROR and len(build.failed) == failures:
@@ -399,7 +439,10 @@ def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> Run
         state = "running"
     timestamp = _int(dag_ad, "Timestamp", -1)
     as_of = float(timestamp) if timestamp >= 0 else None
-    return RunStatus(run_dir, "dagman", state, build.finish(), build.failed, as_of=as_of)
+    return RunStatus(
+        run_dir, "dagman", state, build.finish(), build.failed, as_of=as_of,
+        held=build.held_jobs(),
+    )  # fmt: skip
 
 
 FAILED_RECORDED = "failed (run-local's record)"
@@ -412,7 +455,7 @@ def _local(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage], mode: s
     events = rundir.read_record(run_dir / RECORD)
     done = rundir.done_times(events)
     failed = {k: e.when for k, e in events.items() if e.state == "failed"}
-    build = _Builder(stages, _Stderr(paths))
+    build = _Builder(stages, _JobFiles(paths))
     for stage in stages:
         status = build.stage(stage, stage.inner is not None)
         groups = [(top, stage.jobs)]
@@ -439,7 +482,7 @@ def _local(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage], mode: s
                     else:
                         build.count(status, "unknown")
                 else:
-                    stderr = build.stderr(node, dag_dir)
+                    stderr = build.files(node, dag_dir)
                     if stderr is not None and paths.fresh(stderr):
                         build.count(status, "failed")
                         build.fail(stage.name, node, dag_dir, FAILED_UNRECORDED)
@@ -543,7 +586,7 @@ def to_json(status: RunStatus) -> dict[str, Any]:
 
 def from_json(data: dict[str, Any]) -> RunStatus:
     """The RunStatus that `to_json` wrote."""
-    fields = {k: v for k, v in data.items() if k not in ("stages", "failed", "run_dir")}
+    fields = {k: v for k, v in data.items() if k not in ("stages", "failed", "held", "run_dir")}
     return RunStatus(
         run_dir=Path(data["run_dir"]),
         stages=[StageStatus(**s) for s in data["stages"]],
@@ -551,6 +594,7 @@ def from_json(data: dict[str, Any]) -> RunStatus:
             FailedNode(**{**f, "stderr": None if f["stderr"] is None else Path(f["stderr"])})
             for f in data["failed"]
         ],
+        held=[HeldJob(**h) for h in data.get("held", [])],  # none before held jobs were named
         **fields,
     )
 
@@ -607,6 +651,15 @@ def render(status: RunStatus, width: int = 40) -> list[str]:
             extras.insert(0, f"jobs; {stage.tasks_done}/{stage.tasks} tasks")
         line = f"{stage.name:<{name_width}}  {bar}  {counts:>{count_width}}"
         lines.append(f"{line}  {', '.join(extras)}".rstrip())
+    if status.held:
+        lines.append(f"held nodes ({len(status.held)}):")
+        for held in status.held:
+            reason = " ".join(held.reason.split()) or "(no reason given)"
+            if len(reason) > REASON_WIDTH:
+                reason = reason[: REASON_WIDTH - 3] + "..."
+            lines.append(f"  {held.name} (job {held.job}): {reason}")
+        job = status.held[0].job
+        lines.append(f"  why: condor_q -better-analyze {job}   release: condor_release {job}")
     if status.failed:
         lines.append(f"failed nodes ({len(status.failed)}):")
     for failed in status.failed:

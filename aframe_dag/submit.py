@@ -76,6 +76,7 @@ def _submit_text(
     condor = config.condor
     used_scripts = list(scripts)
     mode = MODES[condor.container]
+    remote_job = config.remote.enabled and name in config.remote.stages
     context = template_context(config, run_dir, plan.name)
     context["stage"] = {"name": name, "resources": stage.resources}
     fields = item_fields(plan.spec) if name == plan.name else []
@@ -93,7 +94,9 @@ def _submit_text(
             )
         if script not in used_scripts:
             used_scripts.append(script)
-        return f"{script}.py" if mode.sends_entry_scripts else f"{run_dir}/entry/{script}.py"
+        if mode.sends_entry_scripts and not remote_job:
+            return f"{script}.py"
+        return f"{run_dir}/entry/{script}.py"  # a remote job gets it at this path, mirrored
 
     context["entry"] = entry
     where = f"stages.{plan.name}.{'command' if name == plan.name else 'service.command'}"
@@ -125,9 +128,10 @@ def _submit_text(
     image = stage.image or ""
     binds = _stage_binds(stage, context, f"stages.{plan.name}.binds")
     transfer = None
-    if config.remote.enabled and name in config.remote.stages:
+    if remote_job:
+        scripts_sent = [f"{run_dir}/entry/{s}.py" for s in used_scripts]
         transfer, command, environment, image = _remote_job(
-            config, run_dir, plan, context, command, environment, image, binds
+            config, run_dir, plan, context, command, environment, image, [*binds, *scripts_sent]
         )
         binds = []
     lines = _option_lines(command)
@@ -273,9 +277,10 @@ def _remote_job(
     command: list[list[quoting.Part]],
     environment: dict[str, list[quoting.Part] | str],
     image: str,
-    binds: list[str],
+    sent_too: list[str],
 ) -> tuple[remote.Transfer, list[list[quoting.Part]], dict[str, Any], str]:
-    """A stage without a shared filesystem: its transfers, and its paths as the job sees them."""
+    """A stage without a shared filesystem: its transfers (its inputs, and `sent_too`: its
+    binds and entry scripts), and its paths as the job sees them."""
     where = f"stages.{plan.name}"
     inputs = [
         render.render_text(t, context, f"{where}.inputs.{i}")
@@ -289,7 +294,7 @@ def _remote_job(
         raise ConfigError(f"{where}: a remote stage cannot fan out (its paths are per node)")
     if config.dev.enabled:
         raise ConfigError(f"{where}: --dev binds a local checkout, which a remote job cannot see")
-    sent = [*inputs, *binds]
+    sent = [*inputs, *sent_too]
     if image and MODES[config.condor.container].apptainer_exec:
         sent.append(image)  # apptainer exec needs its image there, unless it is on /cvmfs
     transfer = remote.plan_transfer(sent, outputs, where)
@@ -311,10 +316,33 @@ def _remote_job(
         return [transfer.rewrite(p) if isinstance(p, str) else p for p in parts]
 
     command = [rewrite(token) for token in command]
+    _refuse_unsent(config, run_dir, command, where)
+    if settings.gpus_minimum_memory and plan.stage.resources.gpu_memory:
+        raise ConfigError(
+            f"remote.gpus_minimum_memory ({settings.gpus_minimum_memory} MB) and "
+            f"{where}.resources.gpu_memory ({plan.stage.resources.gpu_memory}) both set the "
+            "GPU memory of its job: unset one"
+        )
     environment = {
         k: transfer.rewrite(v) if isinstance(v, str) else rewrite(v) for k, v in environment.items()
     }
     return transfer, command, environment, transfer.rewrite(image)
+
+
+def _refuse_unsent(
+    config: Config, run_dir: Path, command: list[list[quoting.Part]], where: str
+) -> None:
+    """A remote job sees only what is sent: a path of this machine's run dir or data dirs
+    left in its command (not an input, nor below an output's dir) is an error."""
+    local = [str(run_dir), *(d for d in config.dirs.values() if "://" not in d)]
+    for token in command:
+        for part in token:
+            for path in remote.absolute_paths(part) if isinstance(part, str) else []:
+                if any(path == d or path.startswith(d.rstrip("/") + "/") for d in local):
+                    raise ConfigError(
+                        f"{where}.command: uses {path}, which a job without the shared "
+                        f"filesystem cannot see: list it (or its directory) in {where}.inputs"
+                    )
 
 
 def _option_lines(command: list[list[quoting.Part]]) -> list[list[list[quoting.Part]]]:

@@ -153,6 +153,62 @@ def test_dev_without_containers_is_an_error(
 # --- --train-remote ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["apptainer", "container-universe"])
+def test_a_remote_job_gets_its_entry_scripts_at_their_mirrored_paths(
+    tmp_path: Path, image_dir: Path, ligo_env: None, mode: str
+) -> None:
+    run_dir = tmp_path / "run"
+    code, _, err = sandbox(run_dir, image_dir, "--train-remote", "--container", mode)
+    assert code == 0, err
+    sub = htcondor2.Submit((run_dir / "train.sub").read_text())
+    oom = f"{str(run_dir).lstrip('/')}/entry/oom.py"
+    assert oom in [p.strip() for p in sub["transfer_input_files"].split(",")]
+    assert f" {oom} -- " in sub.expand("arguments")  # not by name: the mirror holds it
+
+
+def test_a_remote_command_using_an_unsent_local_path_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "remote.yaml"
+    stage = {
+        "command": "{{ python }} train.py --data={{ run_dir }}/data/in.h5 --out={{ run_dir }}/o",
+        "outputs": ["{{ run_dir }}/o/model.npz"],
+    }
+    pipeline = {"name": "r", "condor": {"container": "none"}, "stages": {"train": stage}}
+    config.write_text(yaml.safe_dump(pipeline))
+    code, _, err = run_cli(
+        "build", str(config), "--run-dir", str(tmp_path / "run"), "--train-remote"
+    )
+    assert code == 1 and err.count("\n") == 1, err
+    assert f"stages.train.command: uses {tmp_path}/run/data/in.h5, which a job without" in err
+    assert "list it (or its directory) in stages.train.inputs" in err
+    stage["inputs"] = ["{{ run_dir }}/data/in.h5"]
+    config.write_text(yaml.safe_dump(pipeline))
+    (tmp_path / "run/data").mkdir(parents=True)
+    (tmp_path / "run/data/in.h5").touch()
+    code, _, err = run_cli(
+        "build", str(config), "--run-dir", str(tmp_path / "run"), "--train-remote"
+    )
+    assert code == 0, err
+
+
+def test_remote_gpu_memory_set_twice_is_an_error_naming_both_keys(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    code, _, err = sandbox(
+        tmp_path / "run", image_dir, "--train-remote", "--set", "remote.gpus_minimum_memory=40000"
+    )
+    assert code == 1, err
+    assert "remote.gpus_minimum_memory (40000 MB) and stages.train.resources.gpu_memory" in err
+    code, _, err = sandbox(
+        tmp_path / "run", image_dir, "--train-remote",
+        "--set", "remote.gpus_minimum_memory=40000",
+        "--set", "stages.train.resources.gpu_memory=null",
+        "--set", "stages.train.resources.max_gpu_memory=null",
+    )  # fmt: skip
+    assert code == 0, err
+    sub = htcondor2.Submit((tmp_path / "run/train.sub").read_text())
+    assert sub["gpus_minimum_memory"] == "40000"
+
+
 def test_train_remote_transfers_inputs_and_outputs_and_constrains_the_gpu(
     tmp_path: Path, image_dir: Path, ligo_env: None
 ) -> None:
@@ -169,8 +225,10 @@ def test_train_remote_transfers_inputs_and_outputs_and_constrains_the_gpu(
         f"{rel}/data/train/background/background",
         f"{rel}/data/train/training_waveforms.hdf5",
         f"{rel}/data/train/val_waveforms.hdf5",
+        f"{rel}/entry/oom.py",  # the wrapper the command starts with comes along too
         str(image_dir / "train.sif").lstrip("/"),
     ]
+    assert f" python {rel}/entry/oom.py -- " in sub.expand("arguments")
     assert sub["transfer_output_files"] == f"{rel}/training"
     # the train stage's GPU memory: 16 GB, doubled after running out, up to 80 GB
     assert sub["require_gpus"] == "GlobalMemoryMb >= min({81920, 16384 * pow(2, NumJobStarts)})"
@@ -189,7 +247,11 @@ def test_train_remote_transfers_inputs_and_outputs_and_constrains_the_gpu(
 
 
 def test_s3_inputs_need_credential_files(tmp_path: Path, image_dir: Path, ligo_env: None) -> None:
-    url = '["s3://bucket/train/training_waveforms.hdf5"]'
+    # the training waveforms from S3; what else the command uses is sent as before
+    url = (
+        '["s3://bucket/train/training_waveforms.hdf5", "{{ dirs.train_background }}/background",'
+        ' "{{ dirs.train_waveforms }}/val_waveforms.hdf5"]'
+    )
     base = ["--train-remote", "--set", f"stages.train.inputs={url}"]
     code, _, err = sandbox(tmp_path / "a", image_dir, *base)
     assert code == 1 and "needs remote.aws_access_key_id_file" in err
@@ -227,7 +289,8 @@ def test_remote_values_reach_the_job_ad_as_written(
     assert "leaked" not in (run_dir / "train.sub").read_text()
     code, _, err = sandbox(
         tmp_path / "comma", image_dir, "--train-remote", "--set",
-        'stages.train.inputs=["/data/a,b"]',
+        'stages.train.inputs=["/data/a,b", "{{ dirs.train_background }}/background", '
+        '"{{ dirs.train_waveforms }}/val_waveforms.hdf5"]',
     )  # fmt: skip
     assert code == 1
     assert err.strip() == (

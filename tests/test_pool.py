@@ -391,8 +391,14 @@ def test_run_local_runs_the_same_nodes_as_dagman(
 def test_demo_writes_the_same_files_under_dagman_and_run_local(run_root: Path) -> None:
     demo = Path(__file__).parent.parent / "configs" / "demo.yaml"
     condor_dir, local_dir = run_root / "condor", run_root / "local"
-    build(demo, condor_dir)
+    # under DAGMan, train runs as on a pool without the shared filesystem: in HTCondor's
+    # scratch dir, with what it reads sent and its outputs brought back
+    build(demo, condor_dir, "--train-remote")
     build(demo, local_dir)
+    train = (condor_dir / "train.sub").read_text()
+    assert "should_transfer_files = YES" in train and "initialdir = /\n" in train
+    arguments = train.partition("\narguments = ")[2].partition("\ntransfer_executable")[0]
+    assert "--background_dir=" in arguments and str(condor_dir) not in arguments
     out = submit_and_wait(condor_dir / "aframe.dag")
     assert out.rstrip().endswith("EXITING WITH STATUS 0"), out[-3000:]
     done = subprocess.run(
@@ -663,3 +669,92 @@ def test_submit_lines_from_the_config_reach_the_job_ad(run_root: Path) -> None:
     plain = classad2.parseOne((run_dir / "out/plain.ad").read_text())
     assert plain["ProjectName"] == "every.job"
     assert "DESIRED_Sites" not in plain and plain["JobPrio"] == 0
+
+
+# --- a held job, named by `aframe-dag status` ------------------------------------------
+
+
+def test_status_names_a_held_job_with_its_id_and_reason(run_root: Path) -> None:
+    import getpass
+
+    go = run_root / "go"
+    # the job waits for `go`, so it is still in the queue when it is held
+    wait = (
+        "import os,sys,time;"
+        "sys.exit(0 if any(os.path.exists(sys.argv[1]) or time.sleep(0.5) for _ in range(240))"
+        " else 1)"
+    )
+    stages = {"hold_me": {"command": [sys.executable, "-c", wait, str(go)]}}
+    run_dir = run_root / "run"
+    build(pipeline(run_root / "held.yaml", stages), run_dir)
+    dag = run_dir / "aframe.dag"
+    submitted = subprocess.run(
+        ["condor_submit_dag", "-batch-name", run_root.name, str(dag)],
+        cwd=run_dir, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    dagman = re.findall(r"submitted to cluster (\d+)", submitted.stdout)[-1]
+    out = dag.with_name(dag.name + ".dagman.out")
+    log = run_dir / "logs/hold_me.log"
+    try:
+        deadline = time.monotonic() + 60
+        job = None
+        while job is None and time.monotonic() < deadline:
+            # the node's job as its SUBMIT event in the node log names it
+            found = re.search(
+                r"^000 \((\d+)\.(\d+)\.\d+\)", log.read_text() if log.exists() else "", re.M
+            )
+            job = f"{int(found[1])}.{int(found[2])}" if found else None
+            time.sleep(0.5)
+        assert job is not None, "the node's job was not submitted in 60 s"
+        held = subprocess.run(
+            ["condor_hold", "-reason", "testing hold", job],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert held.returncode == 0, held.stdout + held.stderr
+
+        # DAGMan rewrites its node status file at most every 30 s
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            code, text, err = run_cli("status", str(run_dir), "--json")
+            assert code == 0, err
+            data = json.loads(text)
+            if data["held"]:
+                break
+            time.sleep(1)
+        snapshot = run_root / "held"  # for tests/status_samples/pool_held
+        snapshot.mkdir()
+        for path in (run_dir / "aframe.status", log):
+            shutil.copy2(path, snapshot / path.name)
+        # condor_hold adds who held it to the reason
+        reason = f"testing hold (by user {getpass.getuser()})"
+        assert data["held"] == [
+            {"name": "hold_me", "stage": "hold_me", "job": job, "reason": reason,
+             "code": 1, "subcode": 0},  # CONDOR_HOLD_CODE::UserRequest
+        ], data  # fmt: skip
+        assert data["stages"][0]["held"] == 1
+        code, text, err = run_cli("status", str(run_dir))
+        assert code == 0, err
+        lines = text.splitlines()
+        assert lines[lines.index("held nodes (1):") + 1 :] == [
+            f"  hold_me (job {job}): {reason}",
+            f"  why: condor_q -better-analyze {job}   release: condor_release {job}",
+        ]
+
+        go.touch()
+        released = subprocess.run(
+            ["condor_release", job], capture_output=True, text=True, check=False
+        )
+        assert released.returncode == 0, released.stdout + released.stderr
+        deadline = time.monotonic() + DAG_TIMEOUT
+        while "EXITING WITH STATUS" not in (out.read_text() if out.exists() else ""):
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(1)
+    finally:
+        if "EXITING WITH STATUS" not in (out.read_text() if out.exists() else ""):
+            subprocess.run(["condor_rm", dagman], capture_output=True, check=False)
+    assert out.read_text().rstrip().endswith("EXITING WITH STATUS 0"), out.read_text()[-3000:]
+    shutil.copy2(log, run_root / "held" / "hold_me.log.released")
+    code, text, err = run_cli("status", str(run_dir), "--json")
+    assert code == 0, err
+    assert (json.loads(text)["state"], json.loads(text)["held"]) == ("done", [])

@@ -16,11 +16,13 @@ import pytest
 import yaml
 from conftest import run_cli
 
+from aframe_dag import status as status_module
 from aframe_dag.errors import RunDirError
 from aframe_dag.status import (
     FAILED_RECORDED,
     FAILED_UNRECORDED,
     FailedNode,
+    HeldJob,
     RunStatus,
     StageStatus,
     from_json,
@@ -188,6 +190,90 @@ def test_removed_dag_reads_as_failed(midrun: Path) -> None:
     failed = ["slow-0", "slow-1", "slow-2", "hold_me", "bad", "hungry"]
     assert [f.name for f in status.failed] == failed  # all that were in the queue, and `bad`
     assert status.failed[1].reason == "Was STATUS_SUBMITTED"
+
+
+HELD = HeldJob("hold_me", "hold_me", "786.0", "testing hold (by user aframe)", 1, 0)
+
+
+def test_real_held_job_is_named_with_its_id_and_reason() -> None:
+    sample = SAMPLES / "pool_held"
+    status = read_status(sample)
+    assert (status.state, counts(status.stages[0])) == ("running", {"total": 1, "held": 1})
+    assert status.held == [HELD]  # from logs/hold_me.log, read through this run dir's path
+    assert render(status, width=4)[1:] == [
+        "hold_me  [....]  0/1  1 held",
+        "held nodes (1):",
+        "  hold_me (job 786.0): testing hold (by user aframe)",
+        "  why: condor_q -better-analyze 786.0   release: condor_release 786.0",
+    ]
+    data = to_json(status)
+    assert data["held"] == [
+        {"name": "hold_me", "stage": "hold_me", "job": "786.0",
+         "reason": "testing hold (by user aframe)", "code": 1, "subcode": 0},
+    ]  # fmt: skip
+    assert from_json(json.loads(json.dumps(data))) == status
+    del data["held"]  # as an aframe-dag before held jobs were named wrote it
+    assert from_json(data).held == []
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "held"
+    shutil.copytree(SAMPLES / "pool_held", run_dir)
+    return run_dir
+
+
+def test_held_details_only_from_a_log_that_still_shows_the_hold(held: Path) -> None:
+    log = held / "logs/hold_me.log"
+    # released since the node status file was written (it can be 30 s old)
+    log.write_text((held / "logs/hold_me.log.released").read_text())
+    status = read_status(held)
+    assert (counts(status.stages[0]), status.held) == ({"total": 1, "held": 1}, [])
+    assert "held nodes" not in "\n".join(render(status))
+    # the hold event not yet whole, no log, what is not an event log, what the bindings
+    # cannot read (an event type they do not know, text not UTF-8): none, and no traceback
+    text = (SAMPLES / "pool_held/logs/hold_me.log").read_bytes()
+    broken = [
+        text[: text.index(b"Code 1")],
+        b"garbage\n",
+        text.replace(b"Job was held", b"Job was ???"),
+        text.replace(b"012 (", b"099 ("),
+        text.replace(b"testing", b"\xff\xfeting"),
+    ]
+    for data in broken:
+        log.write_bytes(data)
+        assert read_status(held).held == [], data
+    log.unlink()
+    log.mkdir()
+    assert read_status(held).held == []
+    log.rmdir()
+    assert read_status(held).held == []
+
+
+def test_no_log_is_read_when_no_node_is_held(held: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(log: Path) -> dict[str, HeldJob]:
+        raise AssertionError(f"read {log}")
+
+    monkeypatch.setattr(status_module, "read_holds", refuse)
+    (held / "aframe.status").write_text((held / "aframe.status.done").read_text())
+    status = read_status(held)  # the finished run (its node log shows the hold, released)
+    assert (status.state, status.held) == ("done", [])
+    assert read_status(SAMPLES / "pool_demo").held == []
+
+
+def test_a_long_hold_reason_is_one_line() -> None:
+    reason = "Error from slot1@node: Job has gone over\ncgroup memory limit " + "x" * 200
+    status = RunStatus(Path("/run"), "dagman", "running", [], [], held=[
+        HeldJob("train", "train", "12.0", reason, 34, 0),
+        HeldJob("fetch-3", "fetch", "15.2", "", None, None),
+    ])  # fmt: skip
+    one_line = "Error from slot1@node: Job has gone over cgroup memory limit " + "x" * 200
+    assert render(status)[1:] == [
+        "held nodes (2):",
+        f"  train (job 12.0): {one_line[:117]}...",  # 120 characters of it
+        "  fetch-3 (job 15.2): (no reason given)",
+        "  why: condor_q -better-analyze 12.0   release: condor_release 12.0",
+    ]
 
 
 # --- NODE_STATUS_FILE text written from the manual's format ---------------------------
