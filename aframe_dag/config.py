@@ -162,6 +162,16 @@ class OAuth:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """A job that resumes from the checkpoint its program writes as it goes, after an
+    eviction or a restart of the same build's job (entry/resume.py)."""
+
+    file: str  # a template: the checkpoint, e.g. "{{ dirs.train_run }}/last.ckpt"
+    # words added to the command when this build's job wrote it; {checkpoint}: its path
+    resume: list[str] = rule(min_length=1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     description: str = ""
     after: list[str] = rule([])
@@ -182,6 +192,7 @@ class Stage:
     inputs: list[str] = rule([])
     outputs: list[str] = rule([])
     service: Service | None = None
+    checkpoint: Checkpoint | None = None
     # tokens of the stage's jobs (its service's too): unset, condor's
     use_oauth_services: str | None = None
     oauth: dict[str, OAuth] | None = None  # over condor.oauth, service by service

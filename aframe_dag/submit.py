@@ -106,6 +106,8 @@ def _submit_text(
     wandb = config.wandb
     if wandb.enabled and name in wandb.stages:
         command += [[word] for word in wandb_arguments(wandb, context, name)]
+    if plan.stage.checkpoint is not None and name == plan.name:
+        command = _resume_command(command, plan, run_dir, context, entry, remote_job, mode)
     if plan.clustered and name == plan.name:
         command = _tasks_command(command, plan, run_dir, mode, entry)
     escalation = gpu_escalation(stage, where.rpartition(".")[0] + ".resources")
@@ -221,6 +223,40 @@ def _tasks_command(
         ["--"],
     ]
     return wrapper + words
+
+
+def _resume_command(
+    command: list[list[quoting.Part]],
+    plan: StagePlan,
+    run_dir: Path,
+    context: dict[str, Any],
+    entry: Any,
+    remote_job: bool,
+    mode: Mode,
+) -> list[list[quoting.Part]]:
+    """A checkpointing stage's command: the resume wrapper, then the command."""
+    where = f"stages.{plan.name}.checkpoint"
+    checkpoint = plan.stage.checkpoint
+    assert checkpoint is not None
+    if plan.spec is not None:
+        raise ConfigError(f"{where}: a stage with a checkpoint runs one job (no foreach)")
+    if remote_job:  # not yet: its checkpoint stays on the slot it was evicted from
+        return command  # (the build warns, see preflight)
+    path = render.render_text(checkpoint.file, context, f"{where}.file")
+    if not Path(path).is_absolute():
+        raise ConfigError(f"{where}.file: {path!r} is not an absolute path")
+    for i, word in enumerate(checkpoint.resume):
+        quoting.check_value(word, f"{where}.resume.{i}")
+    words = [
+        _python(command, mode),
+        entry("resume"),
+        f"--checkpoint={path}",
+        f"--since={run_dir}/{plan.name}.sub",
+        *(f"--resume={word}" for word in checkpoint.resume),
+        "--",
+    ]
+    wrapper: list[list[quoting.Part]] = [[word] for word in words]
+    return wrapper + command
 
 
 def braced(part: quoting.Part) -> str:

@@ -190,9 +190,12 @@ def _build(
     state = completion.harvest(run_path) if run_path.is_dir() else completion.State()
     plan = make_plan(loaded, run_path, targets, state, rerun)
     stale = _stale_stages(run_path, loaded.config, plan, force)
+    warnings = []
     for check in preflight.cheap(plan.config, run_path, os.environ):
         if not check.ok and not check.warning:
             raise ConfigError(f"{check.name}: {check.message}")
+        if not check.ok:
+            warnings.append(f"{check.name}: {check.message}")
     files = {rundir.CONFIG: dump_config(plan.config), rundir.DAG: dag_text(plan, python)}
     dirs = [f"logs/{s.name}" for s in plan.stages]
     for stage in plan.stages:
@@ -224,7 +227,6 @@ def _build(
         run_path, {**files, **records}, dirs, force=force, stale=stale
     )
     write.make_dirs(data_dirs)
-    warnings = []
     if run_path.resolve().is_relative_to("/tmp"):
         # DAGMan's strict mode (the default) refuses a default node log under /tmp
         warnings.append(

@@ -63,7 +63,15 @@ def test_every_stage_command_parses_with_its_program(tmp_path: Path) -> None:
         text = sub.read_text()
         assert "executable = /usr/bin/env" in text
         assert "getenv = PATH" in text
-        python, flag, module, *args = submit_arguments(sub)
+        argv = submit_arguments(sub)
+        if argv[1] == f"{run_dir}/entry/resume.py":  # train resumes from its checkpoint
+            assert argv[2:5] == [
+                f"--checkpoint={run_dir}/training/last.ckpt",
+                f"--since={run_dir}/train.sub",
+                "--resume=--ckpt_path={checkpoint}",
+            ], argv
+            argv = argv[argv.index("--") + 1 :]
+        python, flag, module, *args = argv
         # the jobs run with the Python that built the run dir
         assert (python, flag) == (sys.executable, "-m"), sub.name
         program = importlib.import_module(module)

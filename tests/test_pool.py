@@ -758,3 +758,61 @@ def test_status_names_a_held_job_with_its_id_and_reason(run_root: Path) -> None:
     code, text, err = run_cli("status", str(run_dir), "--json")
     assert code == 0, err
     assert (json.loads(text)["state"], json.loads(text)["held"]) == ("done", [])
+
+
+def test_an_evicted_training_job_resumes_from_its_last_epoch(run_root: Path) -> None:
+    demo = Path(__file__).parent.parent / "configs" / "demo.yaml"
+    whole, evicted = run_root / "whole", run_root / "evicted"
+    build(demo, whole, "--target", "train")
+    done = subprocess.run(
+        [sys.executable, "-m", "aframe_dag", "run-local", str(whole), "--gpus", "0"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    build(demo, evicted, "--target", "train", "--set", "params.epoch_seconds=2")
+    dag = evicted / "aframe.dag"
+    submitted = subprocess.run(
+        ["condor_submit_dag", "-batch-name", run_root.name, str(dag)],
+        cwd=evicted, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    dagman = re.findall(r"submitted to cluster (\d+)", submitted.stdout)[-1]
+    out, log = evicted / "logs/train/train.out", evicted / "logs/train.log"
+    try:
+        deadline = time.monotonic() + 180
+        while "epoch 3 done" not in (out.read_text() if out.exists() else ""):
+            assert time.monotonic() < deadline, "training did not reach its third epoch"
+            time.sleep(0.5)
+        (job,) = re.findall(r"^000 \((\d+\.\d+)\.\d+\)", log.read_text(), re.M)[-1:]
+        job = ".".join(str(int(n)) for n in job.split("."))
+        vacated = subprocess.run(
+            ["condor_vacate_job", "-fast", job], capture_output=True, text=True, check=False
+        )
+        assert vacated.returncode == 0, vacated.stdout + vacated.stderr
+        dagman_out = submit_wait(dag)
+    except BaseException:
+        subprocess.run(["condor_rm", dagman], capture_output=True, check=False)
+        raise
+    assert dagman_out.rstrip().endswith("EXITING WITH STATUS 0"), dagman_out[-3000:]
+    events = log.read_text()
+    assert re.search(r"^004 ", events, re.M), "the job was never evicted"  # ULOG_JOB_EVICTED
+    text = out.read_text()
+    assert f"resumed from {evicted}/training/last.ckpt at step" in text, text[-2000:]
+    assert int(text.split(" at step ")[1].split()[0]) >= 120
+    assert "epoch 1 done" not in text and "epoch 10 done" in text
+    for name in ("model.npz", "last.ckpt"):  # the bytes of a run never stopped
+        assert (evicted / "training" / name).read_bytes() == (
+            whole / "training" / name
+        ).read_bytes()
+
+
+def submit_wait(dag: Path) -> str:
+    """Wait for an already submitted DAG's DAGMan to exit; its .dagman.out."""
+    out = dag.with_name(dag.name + ".dagman.out")
+    deadline = time.monotonic() + DAG_TIMEOUT
+    while time.monotonic() < deadline:
+        text = out.read_text() if out.exists() else ""
+        if "EXITING WITH STATUS" in text:
+            return text
+        time.sleep(1)
+    raise AssertionError(f"DAGMan did not finish in {DAG_TIMEOUT} s:\n{out.read_text()[-3000:]}")

@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from aframe_dag.demo.common import (
     features,
     inject,
     load_background,
+    load_npz,
     log,
     network,
     parse_words,
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--validation_fraction", type=float, default=0.2)
     add("--seed", type=int, default=0)
     add("--outdir", type=Path, required=True)
+    # an epoch is a tenth of the steps: after each, the whole state is saved here
+    add("--checkpoint", type=Path, help="write the training state after each epoch")
+    add("--ckpt_path", type=Path, help="resume from this checkpoint (Lightning's name)")
+    add("--epoch_seconds", type=float, default=0, help="pause after each epoch (tests)")
     # LightningCLI's logger options, as `build --use-wandb` writes them
     add("--trainer.logger+", dest="loggers", action="append", default=[], metavar="CLASS")
     add("--trainer.logger.tags+", dest="wandb_tags", action="append", default=[])
@@ -195,9 +201,15 @@ def fit(
     generator: np.random.Generator,
     report: int = 0,
     validation: tuple[Array, Array] | None = None,
+    checkpoint: Path | None = None,
+    resume: Path | None = None,
+    epoch_seconds: float = 0,
 ) -> tuple[dict[str, Array], list[dict[str, float]]]:
     """Train the network on standardised features x and labels y (0 noise, 1 signal);
-    returns the weights and, every `report` steps, the losses and accuracies."""
+    returns the weights and, every `report` steps (an epoch), the losses and accuracies.
+    With `checkpoint`, the whole state (weights, Adam's moments, step, history) is saved
+    after each epoch; from `resume`, training goes on where that state left it, to the
+    same bytes as a run that was never stopped."""
     n_in = x.shape[1]
     weights = {
         "W1": generator.normal(0, 1 / math.sqrt(n_in), (n_in, hidden)),
@@ -207,8 +219,16 @@ def fit(
     }
     moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in weights.items()}
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    history = []
-    for step in range(1, steps + 1):
+    history: list[dict[str, float]] = []
+    first = 1
+    if resume is not None:
+        state = load_npz(resume)
+        weights = {k: state[k] for k in weights}
+        moments = {k: (state[f"m_{k}"], state[f"v_{k}"]) for k in weights}
+        history = json.loads(str(state["history"]))
+        first = int(state["step"]) + 1
+        log(f"resumed from {resume} at step {first - 1} (epoch {(first - 1) // max(report, 1)})")
+    for step in range(first, steps + 1):
         loss, grads = loss_and_grads(weights, x, y, decay)
         for name, grad in grads.items():
             m, v = moments[name]
@@ -224,6 +244,12 @@ def fit(
                 point["validation_loss"] = loss_and_grads(weights, *validation, 0.0)[0]
                 point["validation_accuracy"] = accuracy(weights, *validation)
             history.append(point)
+        if report and step % report == 0 and checkpoint is not None:
+            state = {**weights, **{f"m_{k}": m for k, (m, _) in moments.items()}}
+            state.update({f"v_{k}": v for k, (_, v) in moments.items()})
+            save_npz(checkpoint, {**state, "step": step, "history": json.dumps(history)})
+            log(f"epoch {step // report} done (step {step}); state saved to {checkpoint}")
+            time.sleep(epoch_seconds)
     return weights, history
 
 
@@ -283,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         generator,
         report=max(1, args.steps // 10),
         validation=(scaled[val], y[val]),
+        checkpoint=args.checkpoint,
+        resume=args.ckpt_path,
+        epoch_seconds=args.epoch_seconds,
     )
     summary = {
         "signals": len(positives),
