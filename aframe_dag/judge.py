@@ -11,7 +11,8 @@ from aframe_dag import completion, quoting, render
 from aframe_dag.config import Config
 from aframe_dag.plan import StagePlan
 from aframe_dag.resolve import template_context
-from aframe_dag.submit import braced, item_fields
+from aframe_dag.submit import item_fields
+from aframe_dag.wrappers import braced
 
 
 def ok_nodes(plan: StagePlan, judged: completion.Judgement) -> set[str]:

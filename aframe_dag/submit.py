@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aframe_dag import fanout, quoting, remote, render, rundir, secrets, submit_commands, tokens
+from aframe_dag import fanout, quoting, remote, render, secrets, submit_commands, tokens, wrappers
 from aframe_dag.config import Config, Stage, Wandb
-from aframe_dag.containers import MODES, Mode
+from aframe_dag.containers import MODES
 from aframe_dag.errors import ConfigError
 from aframe_dag.plan import StagePlan
 from aframe_dag.resolve import template_context
@@ -107,12 +106,12 @@ def _submit_text(
     if wandb.enabled and name in wandb.stages:
         command += [[word] for word in wandb_arguments(wandb, context, name)]
     if plan.stage.checkpoint is not None and name == plan.name:
-        command = _resume_command(command, plan, run_dir, context, entry, remote_job, mode)
+        command = wrappers.resume_command(command, plan, run_dir, context, entry, remote_job, mode)
     if plan.clustered and name == plan.name:
-        command = _tasks_command(command, plan, run_dir, mode, entry)
+        command = wrappers.tasks_command(command, plan, run_dir, mode, entry)
     escalation = gpu_escalation(stage, where.rpartition(".")[0] + ".resources")
     if escalation:
-        python = _python(command, mode)
+        python = wrappers.wrapper_python(command, mode)
         command = [[python], [entry("oom")], ["--"], *command]
     environment: dict[str, list[quoting.Part] | str] = {
         key: render.render_value(value, context, f"stages.{plan.name}.environment.{key}")
@@ -201,78 +200,6 @@ def _submit_text(
         stage_key=plan.name,
     )
     return Submission(text, used_fields, used_scripts)
-
-
-def _tasks_command(
-    command: list[list[quoting.Part]],
-    plan: StagePlan,
-    run_dir: Path,
-    mode: Mode,
-    entry: Any,
-) -> list[list[quoting.Part]]:
-    """A clustered stage's command: the tasks wrapper, then the command with each item
-    field as `{field}`, which the wrapper fills from RUN/STAGE.tasks for each task."""
-    python = _python(command, mode)
-    words: list[list[quoting.Part]] = [[braced(p) for p in token] for token in command]
-    wrapper: list[list[quoting.Part]] = [
-        [python],
-        [entry("tasks")],
-        [f"--tasks-file={run_dir}/{rundir.tasks_file(plan.name)}"],
-        [f"--record={run_dir}/{rundir.tasks_record(plan.name)}"],
-        ["--run=", quoting.Macro("tasks")],
-        ["--"],
-    ]
-    return wrapper + words
-
-
-def _resume_command(
-    command: list[list[quoting.Part]],
-    plan: StagePlan,
-    run_dir: Path,
-    context: dict[str, Any],
-    entry: Any,
-    remote_job: bool,
-    mode: Mode,
-) -> list[list[quoting.Part]]:
-    """A checkpointing stage's command: the resume wrapper, then the command."""
-    where = f"stages.{plan.name}.checkpoint"
-    checkpoint = plan.stage.checkpoint
-    assert checkpoint is not None
-    if plan.spec is not None:
-        raise ConfigError(f"{where}: a stage with a checkpoint runs one job (no foreach)")
-    if remote_job:  # not yet: its checkpoint stays on the slot it was evicted from
-        return command  # (the build warns, see preflight)
-    path = render.render_text(checkpoint.file, context, f"{where}.file")
-    if not Path(path).is_absolute():
-        raise ConfigError(f"{where}.file: {path!r} is not an absolute path")
-    for i, word in enumerate(checkpoint.resume):
-        quoting.check_value(word, f"{where}.resume.{i}")
-    words = [
-        _python(command, mode),
-        entry("resume"),
-        f"--checkpoint={path}",
-        f"--since={run_dir}/{plan.name}.sub",
-        *(f"--resume={word}" for word in checkpoint.resume),
-        "--",
-    ]
-    wrapper: list[list[quoting.Part]] = [[word] for word in words]
-    return wrapper + command
-
-
-def braced(part: quoting.Part) -> str:
-    """A command's part for the tasks wrapper: a field as `{field}`, literal braces doubled."""
-    if isinstance(part, quoting.Macro):
-        return f"{{{part.name}}}"
-    return part.replace("{", "{{").replace("}", "}}")
-
-
-def _python(command: list[list[quoting.Part]], mode: Mode) -> str:
-    """The Python to run a wrapper with: the command's own (in its image, or here), else
-    the image's python3, or this one for host commands."""
-    first = command[0][0] if command and command[0] else ""
-    if isinstance(first, str) and re.fullmatch(r"python[0-9.]*", Path(first).name):
-        return first
-    return sys.executable if mode.host_commands else "python3"
 
 
 # W&B: the job needs the key (by name) and honours WANDB_MODE=offline and a local server
