@@ -169,6 +169,9 @@ class Checkpoint:
     file: str  # a template: the checkpoint, e.g. "{{ dirs.train_run }}/last.ckpt"
     # words added to the command when this build's job wrote it; {checkpoint}: its path
     resume: list[str] = rule(min_length=1)
+    # a remote job (no shared filesystem) hands HTCondor its newest checkpoint at most
+    # this often, seconds: it stops the program, which starts again from it
+    transfer_every: int = rule(3600, ge=0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,7 +38,6 @@ def cheap(config: Config, run_dir: Path, env: Mapping[str, str]) -> Iterator[Che
     """Checks that cost nothing: run by every build."""
     yield from _accounting(config)
     yield from _scopes(config)
-    yield from _checkpoints(config)
     yield from _gpus(config)
     yield from _wandb(config, env)
     yield from _first_inputs(config, run_dir)
@@ -59,19 +58,6 @@ def _scopes(config: Config) -> Iterator[Check]:
         tokens.check_scopes(config, list(config.stages))
     except ConfigError as exc:
         yield Check("tokens", False, str(exc))
-
-
-def _checkpoints(config: Config) -> Iterator[Check]:
-    remote = config.remote
-    for name, stage in config.stages.items():
-        if stage.checkpoint is not None and remote.enabled and name in remote.stages:
-            yield Check(
-                f"stages.{name}.checkpoint",
-                False,
-                "not used without the shared filesystem yet: an evicted remote job starts "
-                "again from its first epoch",
-                warning=True,
-            )
 
 
 def _tokens(config: Config) -> Iterator[Check]:

@@ -390,7 +390,7 @@ SUPPORTED = {
     "transfer_output_files", "preserve_relative_paths", "output_destination",
     "aws_access_key_id_file", "aws_secret_access_key_file", "gpus_minimum_memory",
     "gpus_minimum_capability", "require_gpus", "on_exit_hold", "on_exit_hold_subcode",
-    "on_exit_hold_reason",
+    "on_exit_hold_reason", "checkpoint_exit_code", "transfer_checkpoint_files",
 }  # fmt: skip
 
 

@@ -83,17 +83,26 @@ class Command:
     transfer: Transfer | None = None
     hold_exit: int | None = None  # the exit code HTCondor holds the job on (on_exit_hold)
     hold_reason: str = ""
+    checkpoint_exit: int | None = None  # checkpoint_exit_code: keep the checkpoint, go on
 
 
 @dataclass
 class Transfer:
     """HTCondor's file transfer, done here: the job runs in a scratch dir that mirrors
-    `origin` (preserve_relative_paths), inputs linked in, outputs moved back at exit."""
+    `origin` (preserve_relative_paths), inputs linked in, outputs moved back at exit.
+    A self-checkpointing job's checkpoint files are kept in `spool` when it exits with
+    checkpoint_exit_code, and sent back with the inputs while the job is this build's."""
 
     scratch: Path
     origin: Path
     inputs: list[str]
     outputs: list[str]
+    checkpoint: list[str] = field(default_factory=list)
+    built: Path | None = None  # the job's .sub: a spool older than it is an earlier build's
+
+    @property
+    def spool(self) -> Path:
+        return self.scratch.with_name(self.scratch.name + ".checkpoint")
 
     def prepare(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
@@ -105,6 +114,25 @@ class Transfer:
             target = self.scratch / entry
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(source)  # linked, not copied: training data is large
+        if self.spool.exists():
+            if self.built and self.spool.stat().st_mtime_ns >= self.built.stat().st_mtime_ns:
+                shutil.copytree(self.spool, self.scratch, dirs_exist_ok=True)
+            else:
+                shutil.rmtree(self.spool)
+
+    def keep_checkpoint(self) -> None:
+        """What HTCondor does when the job exits with checkpoint_exit_code."""
+        kept = self.spool.with_name(self.spool.name + ".new")
+        shutil.rmtree(kept, ignore_errors=True)
+        for entry in self.checkpoint:
+            source, target = self.scratch / entry, kept / entry
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            elif source.exists():
+                shutil.copy2(source, target)
+        shutil.rmtree(self.spool, ignore_errors=True)
+        kept.rename(self.spool)  # whole or not at all, as HTCondor commits a checkpoint
 
     def bring_back(self) -> None:
         for entry in self.outputs:
@@ -115,6 +143,7 @@ class Transfer:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        shutil.rmtree(self.spool, ignore_errors=True)  # the job left the queue
 
 
 @dataclass
@@ -205,6 +234,7 @@ def job_command(
     transfer = None
     if value("transfer_output_files"):  # a job without a shared filesystem
         transfer = _transfer(value, initialdir, dag.path.parent / SCRATCH / node.name, where)
+        transfer.built = node.submit
     return Command(
         argv=[executable, *args],
         env=env,
@@ -215,7 +245,16 @@ def job_command(
         transfer=transfer,
         hold_exit=_hold_exit(value("on_exit_hold"), where),
         hold_reason=value("on_exit_hold_reason").strip('"'),
+        checkpoint_exit=_checkpoint_exit(value("checkpoint_exit_code"), where),
     )
+
+
+def _checkpoint_exit(text: str, where: str) -> int | None:
+    if not text:
+        return None
+    if not text.strip().isdigit():
+        raise RunDirError(f"{where}: checkpoint_exit_code = {text} is not an exit code")
+    return int(text)
 
 
 def _hold_exit(expression: str, where: str) -> int | None:
@@ -238,7 +277,8 @@ def _transfer(value: Callable[..., str], initialdir: Path, scratch: Path, where:
     if urls:
         raise RunDirError(f"{where}: run-local cannot fetch {urls[0]}: use a local path")
     outputs = [e.strip() for e in value("transfer_output_files").split(",") if e.strip()]
-    return Transfer(scratch, initialdir, inputs, outputs)
+    checkpoint = [e.strip() for e in value("transfer_checkpoint_files").split(",") if e.strip()]
+    return Transfer(scratch, initialdir, inputs, outputs, checkpoint)
 
 
 def program(node: rundir.DagNode, submit: rundir.Submit) -> str:
@@ -485,14 +525,15 @@ class Runner:
         if self._spawn(task, command):
             self.running[task.key] = task
 
-    def _spawn(self, task: Task, command: Command) -> bool:
+    def _spawn(self, task: Task, command: Command, again: bool = False) -> bool:
         """Start the node's process with its GPUs; False (and the node failed) if it cannot."""
-        task.gpus = [self.free_gpus.pop(0) for _ in range(command.gpus)]
+        task.gpus = task.gpus or [self.free_gpus.pop(0) for _ in range(command.gpus)]
         env = dict(command.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(task.gpus) if task.gpus else NO_GPU
         for path in (command.stdout, command.stderr):
             path.parent.mkdir(parents=True, exist_ok=True)
-        with open(command.stdout, "wb") as out, open(command.stderr, "wb") as err:
+        mode = "ab" if again else "wb"  # started again after a checkpoint: it goes on
+        with open(command.stdout, mode) as out, open(command.stderr, mode) as err:
             try:
                 task.process = subprocess.Popen(
                     command.argv, cwd=command.cwd, env=env, stdout=out, stderr=err,
@@ -530,9 +571,16 @@ class Runner:
             changed = True
             del self.running[task.key]
             task.process = None
+            command = self._command(task)
+            if code == command.checkpoint_exit and command.transfer is not None:
+                # HTCondor keeps the checkpoint and starts the job again in its scratch dir
+                command.transfer.keep_checkpoint()
+                self._say(f"checkpoint {task.key}: kept; started again from it")
+                if self._spawn(task, command, again=True):
+                    self.running[task.key] = task
+                continue
             used = ",".join(task.gpus)
             self._release(task)
-            command = self._command(task)
             if command.transfer is not None:  # HTCondor brings outputs back ON_EXIT, either way
                 command.transfer.bring_back()
             if code == 0:

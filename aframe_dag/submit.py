@@ -135,6 +135,10 @@ def _submit_text(
             config, run_dir, plan, context, command, environment, image, [*binds, *scripts_sent]
         )
         binds = []
+    self_checkpoint, transfer_every = "", 0
+    if transfer is not None and plan.stage.checkpoint is not None and name == plan.name:
+        self_checkpoint = _self_checkpoint(plan, context, transfer)
+        transfer_every = plan.stage.checkpoint.transfer_every
     lines = _option_lines(command)
     if mode.apptainer_exec:
         executable = condor.apptainer
@@ -182,6 +186,8 @@ def _submit_text(
         transfer_input_files=entry_files if mode.sends_entry_scripts and not transfer else [],
         remote=transfer,
         remote_config=config.remote,
+        self_checkpoint=self_checkpoint,
+        transfer_every=transfer_every,
         resources=memory,
         memory_mb=megabytes(memory.memory) if memory.max_memory else 0,
         max_memory_mb=megabytes(memory.max_memory) if memory.max_memory else 0,
@@ -290,6 +296,18 @@ def _remote_job(
         k: transfer.rewrite(v) if isinstance(v, str) else rewrite(v) for k, v in environment.items()
     }
     return transfer, command, environment, transfer.rewrite(image)
+
+
+def _self_checkpoint(plan: StagePlan, context: dict[str, Any], transfer: remote.Transfer) -> str:
+    """The checkpoint a remote job hands HTCondor, as the job sees it (in its scratch dir)."""
+    path = wrappers.checkpoint_path(plan, context)
+    seen = transfer.rewrite(path)
+    if seen.startswith("/"):
+        raise ConfigError(
+            f"stages.{plan.name}.checkpoint.file: {path} is not in the job's scratch dir: "
+            f"put it in the directory of one of stages.{plan.name}.outputs"
+        )
+    return seen
 
 
 def _refuse_unsent(

@@ -34,6 +34,8 @@ OWN: dict[str, str] = {
     "preserve_relative_paths": "remote.stages (build --train-remote)",
     "transfer_input_files": "stages.{stage}.inputs (sent when remote)",
     "transfer_output_files": "stages.{stage}.outputs (brought back when remote)",
+    "checkpoint_exit_code": "stages.{stage}.checkpoint (when remote)",
+    "transfer_checkpoint_files": "stages.{stage}.checkpoint.file (when remote)",
     "output_destination": "remote.output_destination",
     "aws_access_key_id_file": "remote.aws_access_key_id_file",
     "aws_secret_access_key_file": "remote.aws_secret_access_key_file",

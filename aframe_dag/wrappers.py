@@ -46,29 +46,41 @@ def resume_command(
     remote_job: bool,
     mode: Mode,
 ) -> list[list[quoting.Part]]:
-    """A checkpointing stage's command: the resume wrapper, then the command."""
+    """A checkpointing stage's command: the resume wrapper, then the command. With the
+    shared filesystem it knows this build's checkpoint by the .sub's time; a remote job
+    exits 85 after a new one (HTCondor's self-checkpointing, see stage.sub.j2)."""
     where = f"stages.{plan.name}.checkpoint"
     checkpoint = plan.stage.checkpoint
     assert checkpoint is not None
     if plan.spec is not None:
         raise ConfigError(f"{where}: a stage with a checkpoint runs one job (no foreach)")
-    if remote_job:  # not yet: its checkpoint stays on the slot it was evicted from
-        return command  # (the build warns, see preflight)
-    path = render.render_text(checkpoint.file, context, f"{where}.file")
-    if not Path(path).is_absolute():
-        raise ConfigError(f"{where}.file: {path!r} is not an absolute path")
     for i, word in enumerate(checkpoint.resume):
         quoting.check_value(word, f"{where}.resume.{i}")
+    when = (
+        f"--exit-every={checkpoint.transfer_every}"
+        if remote_job
+        else f"--since={run_dir}/{plan.name}.sub"
+    )
     words = [
         wrapper_python(command, mode),
         entry("resume"),
-        f"--checkpoint={path}",
-        f"--since={run_dir}/{plan.name}.sub",
+        f"--checkpoint={checkpoint_path(plan, context)}",
+        when,
         *(f"--resume={word}" for word in checkpoint.resume),
         "--",
     ]
     wrapper: list[list[quoting.Part]] = [[word] for word in words]
     return wrapper + command
+
+
+def checkpoint_path(plan: StagePlan, context: dict[str, Any]) -> str:
+    """Where the stage's program writes its checkpoint (stages.NAME.checkpoint.file)."""
+    assert plan.stage.checkpoint is not None
+    where = f"stages.{plan.name}.checkpoint.file"
+    path = render.render_text(plan.stage.checkpoint.file, context, where)
+    if not Path(path).is_absolute():
+        raise ConfigError(f"{where}: {path!r} is not an absolute path")
+    return path
 
 
 def braced(part: quoting.Part) -> str:

@@ -241,6 +241,7 @@ def test_entry_scripts_are_copied_into_the_run_dir(
         "merge_training_waveforms.py",
         "merge_validation_waveforms.py",
         "oom.py",
+        "resume.py",
         "service.py",
     ]
     arguments = htcondor2.Submit((run_dir / "aggregate_infer.sub").read_text())["arguments"]

@@ -105,8 +105,121 @@ def test_checkpoint_mistakes_are_one_line_errors(
     assert code == 1 and err.count("\n") == 1 and message in err, err
 
 
-def test_a_remote_checkpointing_stage_runs_without_resuming_and_says_so(tmp_path: Path) -> None:
-    code, _, err = run_cli("build", str(DEMO), "--run-dir", str(tmp_path / "run"), "--train-remote")
+RESUME = REPO / "aframe_dag" / "entry" / "resume.py"
+# a program that writes its checkpoint (the step) each 0.5 s up to step UNTIL; given the
+# word "resume" (the stage's resume word), it goes on from the step its checkpoint holds
+STEPPER = """
+import os, pathlib, sys, time
+path = pathlib.Path(sys.argv[1])
+step = int(path.read_text()) if sys.argv[2:] == ["resume"] else 0
+while step < int(os.environ.get("UNTIL", 10**6)):
+    time.sleep(0.5)
+    step += 1
+    path.write_text(str(step))
+print("finished at", step)
+"""
+
+
+def stepper(tmp_path: Path, *options: str) -> list[str]:
+    program = tmp_path / "stepper.py"
+    program.write_text(STEPPER)
+    checkpoint = tmp_path / "ckpt"
+    return [
+        sys.executable, str(RESUME), f"--checkpoint={checkpoint}", *options,
+        "--resume=resume", "--", sys.executable, str(program), str(checkpoint),
+    ]  # fmt: skip
+
+
+def test_remote_wrapper_exits_85_once_a_new_checkpoint_is_written(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        stepper(tmp_path, "--exit-every=1"), capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 85, done.stderr  # the .sub's checkpoint_exit_code
+    assert time.monotonic() - started >= 1  # not before --exit-every seconds
+    assert "written: stopping, for HTCondor to take it" in done.stderr
+    assert "resuming" not in done.stderr  # there was no checkpoint at its start
+    assert int((tmp_path / "ckpt").read_text()) >= 1
+
+
+def test_remote_wrapper_resumes_and_passes_the_programs_own_exit_on(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").write_text("4")  # HTCondor sent the job's checkpoint back
+    done = subprocess.run(
+        stepper(tmp_path, "--exit-every=3600"), capture_output=True, text=True, timeout=30,
+        env={**os.environ, "UNTIL": "6"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from {tmp_path / 'ckpt'}" in done.stderr
+    assert done.stdout == "finished at 6\n"  # from 4, with the --resume word added
+
+
+def test_remote_wrapper_gives_an_eviction_signal_to_the_program(tmp_path: Path) -> None:
+    wrapper = subprocess.Popen(stepper(tmp_path, "--exit-every=3600"), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "ckpt").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    wrapper.send_signal(signal.SIGTERM)  # HTCondor's eviction
+    assert wrapper.wait(timeout=20) == 128 + signal.SIGTERM
+    assert subprocess.run(["pgrep", "-f", str(tmp_path / "stepper.py")]).returncode != 0
+
+
+def test_a_remote_checkpointing_stage_self_checkpoints(tmp_path: Path) -> None:
+    import htcondor2
+
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(
+        "build", str(DEMO), "--run-dir", str(run_dir), "--train-remote",
+        "--set", "stages.train.checkpoint.transfer_every=600",
+    )  # fmt: skip
     assert code == 0, err
-    assert "stages.train.checkpoint: not used without the shared filesystem yet" in err, err
-    assert "resume.py" not in (tmp_path / "run/train.sub").read_text()
+    text = (run_dir / "train.sub").read_text()
+    seen = f"{str(run_dir).lstrip('/')}/training/last.ckpt"  # in the scratch dir
+    submit = htcondor2.Submit(text)
+    assert submit["checkpoint_exit_code"] == "85"
+    assert submit["transfer_checkpoint_files"] == seen
+    assert submit["when_to_transfer_output"] == "ON_EXIT"
+    assert f"--checkpoint={seen} \\\n    --exit-every=600 \\\n" in text
+    assert "--since" not in text
+    assert f"{str(run_dir).lstrip('/')}/entry/resume.py" in submit["transfer_input_files"]
+
+
+def test_a_remote_checkpoint_outside_the_jobs_outputs_is_an_error(tmp_path: Path) -> None:
+    code, _, err = run_cli(
+        "build", str(DEMO), "--run-dir", str(tmp_path / "run"), "--train-remote",
+        "--set", "stages.train.checkpoint.file=/var/ckpt/last.ckpt",
+    )  # fmt: skip
+    assert code == 1 and err.count("\n") == 1, err
+    assert "stages.train.checkpoint.file: /var/ckpt/last.ckpt is not in the job's scratch" in err
+
+
+def test_run_local_remote_training_killed_resumes_from_the_kept_checkpoint(
+    tmp_path: Path,
+) -> None:
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    build(whole)
+    done = run_local(whole)
+    assert done.wait(timeout=300) == 0, said(whole)
+    # without the shared filesystem: each new checkpoint goes to run-local's spool
+    build(killed, "--train-remote", "--set", "params.epoch_seconds=1",
+          "--set", "stages.train.checkpoint.transfer_every=0")  # fmt: skip
+    runner = run_local(killed)
+    deadline = time.monotonic() + 240
+    while said(killed).count("checkpoint aframe.dag:train: kept") < 3:
+        assert time.monotonic() < deadline and runner.poll() is None, said(killed)
+        time.sleep(0.2)
+    runner.kill()
+    runner.wait()
+    for pid in training_pids(killed):
+        os.kill(pid, signal.SIGKILL)
+    again = run_local(killed)
+    assert again.wait(timeout=300) == 0, said(killed)
+    out = (killed / "logs/train/train.out").read_text()
+    seen = f"{str(killed).lstrip('/')}/training/last.ckpt"
+    resumed = [int(line.split(" at step ")[1].split()[0]) for line in out.splitlines()
+               if line.startswith(f"resumed from {seen} at step")]  # fmt: skip
+    assert resumed and resumed[0] >= 120, out  # the first run after the kill: epoch 3 on
+    assert "epoch 1 done" not in out and "epoch 10 done" in out
+    for name in ("model.npz", "last.ckpt"):
+        assert (killed / "training" / name).read_bytes() == (whole / "training" / name).read_bytes()
+    assert not (killed / ".aframe-dag/scratch/train.checkpoint").exists()  # left the queue

@@ -225,10 +225,15 @@ def test_train_remote_transfers_inputs_and_outputs_and_constrains_the_gpu(
         f"{rel}/data/train/background/background",
         f"{rel}/data/train/training_waveforms.hdf5",
         f"{rel}/data/train/val_waveforms.hdf5",
-        f"{rel}/entry/oom.py",  # the wrapper the command starts with comes along too
+        f"{rel}/entry/resume.py",  # the wrappers the command starts with come along too
+        f"{rel}/entry/oom.py",
         str(image_dir / "train.sif").lstrip("/"),
     ]
-    assert f" python {rel}/entry/oom.py -- " in sub.expand("arguments")
+    assert f" python {rel}/entry/oom.py -- python {rel}/entry/resume.py " in sub.expand("arguments")
+    # an evicted job resumes from the checkpoint it last handed HTCondor
+    assert sub["checkpoint_exit_code"] == "85"
+    ckpt = f"{rel}/training/lightning_logs/version_0/checkpoints/last.ckpt"
+    assert sub["transfer_checkpoint_files"] == ckpt
     assert sub["transfer_output_files"] == f"{rel}/training"
     # the train stage's GPU memory: 16 GB, doubled after running out, up to 80 GB
     assert sub["require_gpus"] == "GlobalMemoryMb >= min({81920, 16384 * pow(2, NumJobStarts)})"

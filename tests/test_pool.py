@@ -48,7 +48,8 @@ def pool() -> None:
 @pytest.fixture
 def run_root(request: pytest.FixtureRequest) -> Path:
     """A fresh dir outside /tmp (DAGMan's strict mode refuses /tmp)."""
-    root = Path(os.environ["AFRAME_DAG_RUNS_DIR"]) / f"{request.node.name}-{uuid.uuid4().hex[:8]}"
+    name = re.sub(r"[^\w.-]", "-", request.node.name)  # test[param]: no brackets in paths
+    root = Path(os.environ["AFRAME_DAG_RUNS_DIR"]) / f"{name}-{uuid.uuid4().hex[:8]}"
     root.mkdir(parents=True)
     return root
 
@@ -760,7 +761,17 @@ def test_status_names_a_held_job_with_its_id_and_reason(run_root: Path) -> None:
     assert (json.loads(text)["state"], json.loads(text)["held"]) == ("done", [])
 
 
-def test_an_evicted_training_job_resumes_from_its_last_epoch(run_root: Path) -> None:
+# shared: the checkpoint is in the run dir; remote: in the scratch dir, and the job hands
+# each new one to HTCondor (self-checkpointing, exit 85), which sends it back after eviction
+EVICTED = {
+    "shared": ["--set", "params.epoch_seconds=2"],
+    "remote": ["--train-remote", "--set", "params.epoch_seconds=2",
+               "--set", "stages.train.checkpoint.transfer_every=0"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("where", sorted(EVICTED))
+def test_an_evicted_training_job_resumes_from_its_last_epoch(run_root: Path, where: str) -> None:
     demo = Path(__file__).parent.parent / "configs" / "demo.yaml"
     whole, evicted = run_root / "whole", run_root / "evicted"
     build(demo, whole, "--target", "train")
@@ -769,7 +780,7 @@ def test_an_evicted_training_job_resumes_from_its_last_epoch(run_root: Path) -> 
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    build(demo, evicted, "--target", "train", "--set", "params.epoch_seconds=2")
+    build(demo, evicted, "--target", "train", *EVICTED[where])
     dag = evicted / "aframe.dag"
     submitted = subprocess.run(
         ["condor_submit_dag", "-batch-name", run_root.name, str(dag)],
@@ -778,10 +789,17 @@ def test_an_evicted_training_job_resumes_from_its_last_epoch(run_root: Path) -> 
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     dagman = re.findall(r"submitted to cluster (\d+)", submitted.stdout)[-1]
     out, log = evicted / "logs/train/train.out", evicted / "logs/train.log"
+
+    def far_enough() -> bool:
+        if where == "shared":  # its output is written where it runs
+            return "epoch 3 done" in (out.read_text() if out.exists() else "")
+        # two checkpoints taken by HTCondor (its output only comes back at the end)
+        return (log.read_text() if log.exists() else "").count("Finished transferring output") >= 2
+
     try:
         deadline = time.monotonic() + 180
-        while "epoch 3 done" not in (out.read_text() if out.exists() else ""):
-            assert time.monotonic() < deadline, "training did not reach its third epoch"
+        while not far_enough():
+            assert time.monotonic() < deadline, "training did not get far enough"
             time.sleep(0.5)
         (job,) = re.findall(r"^000 \((\d+\.\d+)\.\d+\)", log.read_text(), re.M)[-1:]
         job = ".".join(str(int(n)) for n in job.split("."))
@@ -797,9 +815,16 @@ def test_an_evicted_training_job_resumes_from_its_last_epoch(run_root: Path) -> 
     events = log.read_text()
     assert re.search(r"^004 ", events, re.M), "the job was never evicted"  # ULOG_JOB_EVICTED
     text = out.read_text()
-    assert f"resumed from {evicted}/training/last.ckpt at step" in text, text[-2000:]
-    assert int(text.split(" at step ")[1].split()[0]) >= 120
-    assert "epoch 1 done" not in text and "epoch 10 done" in text
+    if where == "shared":
+        assert f"resumed from {evicted}/training/last.ckpt at step" in text, text[-2000:]
+        assert int(text.split(" at step ")[1].split()[0]) >= 120
+        assert "epoch 1 done" not in text
+    else:  # one output across its restarts: no epoch HTCondor had taken was done again
+        seen = f"{str(evicted).lstrip('/')}/training/last.ckpt"
+        assert f"resumed from {seen} at step" in text, text[-2000:]
+        assert text.count("epoch 1 done") == 1 and text.count("epoch 2 done") == 1, text
+        assert "checkpoint_exit_code = 85" in (evicted / "train.sub").read_text()
+    assert "epoch 10 done" in text
     for name in ("model.npz", "last.ckpt"):  # the bytes of a run never stopped
         assert (evicted / "training" / name).read_bytes() == (
             whole / "training" / name
