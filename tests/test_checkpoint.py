@@ -223,3 +223,39 @@ def test_run_local_remote_training_killed_resumes_from_the_kept_checkpoint(
     for name in ("model.npz", "last.ckpt"):
         assert (killed / "training" / name).read_bytes() == (whole / "training" / name).read_bytes()
     assert not (killed / ".aframe-dag/scratch/train.checkpoint").exists()  # left the queue
+
+
+PRINT_RUN = [
+    sys.executable, "-c", "import os; print(os.environ['WANDB_RUN_ID'], os.environ['WANDB_RESUME'])"
+]  # fmt: skip
+
+
+def wandb_run(*options: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, str(RESUME), *options, "--resume=x", "--", *PRINT_RUN],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+def test_a_resumed_job_keeps_its_wandb_run_and_a_new_build_gets_a_new_one(
+    tmp_path: Path,
+) -> None:
+    sub, checkpoint = tmp_path / "train.sub", tmp_path / "last.ckpt"
+    sub.write_text("built\n")
+    options = (f"--checkpoint={checkpoint}", f"--since={sub}")
+    first = wandb_run(*options)
+    checkpoint.write_text("epoch 3")  # evicted after writing it: the same run goes on
+    assert wandb_run(*options) == first and first.endswith(" allow\n")
+    os.utime(sub, ns=(sub.stat().st_mtime_ns + 10**9,) * 2)  # rebuilt: a new training
+    assert wandb_run(*options) != first
+
+
+def test_a_remote_jobs_wandb_run_follows_its_htcondor_job(tmp_path: Path) -> None:
+    ad = tmp_path / ".job.ad"
+    options = (f"--checkpoint={tmp_path / 'last.ckpt'}", "--exit-every=3600")
+    ad.write_text('ClusterId = 7\nGlobalJobId = "ap.example.org#7.0#1765000000"\n')
+    first = wandb_run(*options, env={"_CONDOR_JOB_AD": str(ad)})
+    assert wandb_run(*options, env={"_CONDOR_JOB_AD": str(ad)}) == first  # restarted
+    ad.write_text('GlobalJobId = "ap.example.org#8.0#1765000100"\n')  # a new job
+    assert wandb_run(*options, env={"_CONDOR_JOB_AD": str(ad)}) != first
