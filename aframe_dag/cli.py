@@ -1,4 +1,8 @@
-"""The command line: parse options, make one core call, print the result."""
+"""The command line: parse options, make one core call, print the result.
+
+Each command imports what it uses when it runs: `--help`, `--version` and a mistyped
+option cost click's import and no more (no jinja2, yaml or htcondor).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ from typing import Any
 
 import click
 
-from aframe_dag import workflow as core
-from aframe_dag.config import dump_config, load_config
+from aframe_dag import __version__
 from aframe_dag.containers import MODES
 from aframe_dag.errors import AframeDagError, one_line
 
@@ -134,7 +137,7 @@ def overrides(
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="aframe-dag")
+@click.version_option(__version__, prog_name="aframe-dag")
 def cli() -> None:
     """Render Aframe pipeline configs into HTCondor DAGMan workflows."""
 
@@ -184,6 +187,8 @@ def build(
     **options: Any,
 ) -> None:
     """Write RUN_DIR/aframe.dag and one STAGE.sub per stage; complete nodes are DONE."""
+    from aframe_dag import workflow as core
+
     if check_only:
         checks = core.check(config, run_dir, overrides(**options), targets)
         for check in checks:
@@ -245,6 +250,9 @@ def build(
 @config_options
 def validate(config: str, run_dir: str, **options: Any) -> None:
     """Check a config: keys, types, dependencies, templates and images."""
+    from aframe_dag import workflow as core
+    from aframe_dag.config import load_config
+
     loaded = load_config(config, overrides(**options))
     plan = core.make_plan(loaded, Path(run_dir).absolute())
     click.echo(f"{config}: OK ({len(plan.stages)} stages)")
@@ -255,6 +263,8 @@ def validate(config: str, run_dir: str, **options: Any) -> None:
 @config_options
 def show(config: str, **options: Any) -> None:
     """Print the config after overrides and ${env:...} as YAML."""
+    from aframe_dag.config import dump_config, load_config
+
     click.echo(dump_config(load_config(config, overrides(**options)).config), nl=False)
 
 
@@ -263,6 +273,8 @@ def show(config: str, **options: Any) -> None:
 @click.argument("stage")
 def expand(run_dir: str, stage: str) -> None:
     """Write RUN_DIR/STAGE.dag for a stage whose fan-out is decided at run time."""
+    from aframe_dag import workflow as core
+
     path, count = core.expand(run_dir, stage)
     click.echo(f"wrote {path} ({count} nodes)")
 
@@ -330,8 +342,6 @@ def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
 )
 def graph(run_dir: str, output: str, collapse: int) -> None:
     """Draw the DAG in RUN_DIR: stages as boxes, complete nodes shaded, failed marked."""
-    from pathlib import Path
-
     from aframe_dag import picture
 
     picture.render(picture.to_dot(Path(run_dir), collapse), Path(output))

@@ -308,3 +308,38 @@ def test_run_dir_files_follow_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o755
     for name in ("aframe.dag", "a.sub", "config.yaml"):
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
+
+
+# what a command that only talks (help, version, a usage error) must not import
+HEAVY = ("jinja2", "yaml", "htcondor2", "classad2", "wandb", "rich", "matplotlib", "numpy")
+IMPORTED = """
+import sys
+from aframe_dag.cli import main
+code = main(sys.argv[1:])
+heavy = {HEAVY!r}
+loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))
+ours = sorted(m for m in sys.modules if m.startswith("aframe_dag."))
+print(code, loaded, ours)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["build", "--help"], ["build"]])
+def test_talking_commands_import_click_and_no_more(args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTED.format(HEAVY=HEAVY), *args],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    code, loaded, ours = done.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert code == ("2" if args == ["build"] else "0")  # build without CONFIG: a usage error
+    assert loaded == "[]", done.stdout
+    assert ours == "['aframe_dag.cli', 'aframe_dag.containers', 'aframe_dag.errors']", ours
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    code, out, _ = run_cli("--version")
+    assert (code, out) == (0, f"aframe-dag, version {version('aframe-dag')}\n")
