@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,13 +195,20 @@ def visible_gpus() -> list[str]:
     )
 
 
+def dagman_environment(base_env: dict[str, str], dag: rundir.Dag) -> dict[str, str]:
+    """What DAGMan would hold of `base_env`: getenv can only pass on what is there."""
+    patterns = (*DAGMAN_GETENV, *dag.env_get)
+    return {k: v for k, v in base_env.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+
+
 def job_command(
     node: rundir.DagNode,
     dag: rundir.Dag,
     base_env: dict[str, str],
     submit: rundir.Submit | None = None,
 ) -> Command:
-    """The process HTCondor would start for this node, from its .sub and VARS."""
+    """The process HTCondor would start for this node, from its .sub and VARS;
+    `base_env` is what DAGMan holds (dagman_environment)."""
     assert node.submit is not None
     submit = submit or rundir.parse_submit(node.submit)
     macros = {**submit.included_macros(), **node.vars, "JOB": node.name}
@@ -209,11 +217,6 @@ def job_command(
         return quoting.expand_macros(submit.get(key, default), macros)
 
     where = str(submit.path)
-    # what DAGMan would hold: getenv can only pass on what is there
-    patterns = (*DAGMAN_GETENV, *dag.env_get)
-    base_env = {
-        k: v for k, v in base_env.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)
-    }
     try:
         args = quoting.split_arguments(value("arguments", '""'))
         env = quoting.split_environment(value("environment", '""'))
@@ -304,7 +307,9 @@ class Runner:
         self.tasks: dict[str, Task] = {}
         self.children: dict[str, list[str]] = {}
         self.pending: dict[str, int] = {}  # unfinished parents
-        self.ready: list[str] = []  # waiting nodes whose parents are all done, in DAG order
+        self.ready: deque[str] = deque()  # nodes whose parents are all done, in DAG order
+        self.ready_subdags = 0  # how many of them are sub-DAG nodes (they take no slot)
+        self.deferring: dict[str, Task] = {}  # ready nodes whose PRE script said: later
         self.running: dict[str, Task] = {}  # jobs with a process
         self.expanded: dict[str, Task] = {}  # sub-DAG nodes whose nodes are running
         self.services: dict[str, list[Task]] = {}  # DAG file: its running SERVICE nodes
@@ -312,6 +317,7 @@ class Runner:
         self.record_path = run_dir / RECORD
         self.recorded = rundir.done_times(rundir.read_record(self.record_path, strict=True))
         self.base_env = dict(os.environ)
+        self.dagman_envs: dict[Path, dict[str, str]] = {}  # by DAG file
         self.submits: dict[Path, rundir.Submit] = {}
         self.outcome = Outcome([], [], 0)
         self.stop = False
@@ -341,8 +347,16 @@ class Runner:
             task = self.tasks[key]
             self.pending[key] = sum(self.tasks[p].state != "done" for p in task.parents)
             if task.state == "waiting" and self.pending[key] == 0:
-                self.ready.append(key)
+                self._queue(key)
         return keys
+
+    def _queue(self, key: str, first: bool = False) -> None:
+        """A node whose parents are all done waits for a slot (first: before the rest)."""
+        if first:
+            self.ready.appendleft(key)
+        else:
+            self.ready.append(key)
+        self.ready_subdags += self.tasks[key].node.subdag is not None
 
     def begin(self, dag: rundir.Dag) -> list[str]:
         """Load a DAG, check its programs, start its services; return its nodes' keys."""
@@ -401,8 +415,7 @@ class Runner:
         while not self.stop:
             changed = self._reap()
             changed = self._start_ready() or changed
-            deferred = any(self.tasks[k].deferred_until for k in self.ready)
-            if not changed and not self.running and not deferred:
+            if not changed and not self.running and not self._deferred():
                 break
             if not changed:
                 # until a process ends (each has a thread waiting on it), a deferred PRE
@@ -419,36 +432,48 @@ class Runner:
                 self.outcome.failed.append((task.key, "not run: a node it needs failed"))
         return self.outcome
 
+    def _deferred(self) -> list[float]:
+        """When the deferred PRE scripts are due again."""
+        return [t.deferred_until for t in self.deferring.values()]
+
     def _next_due(self) -> float:
         """Seconds until a deferred PRE script is due again (at most half a second)."""
         now = time.monotonic()
-        due = [self.tasks[k].deferred_until - now for k in self.ready]
-        return max(0.0, min([0.5, *(d for d in due if d > 0)]))
+        return max(0.0, min([0.5, *(d - now for d in self._deferred() if d > now)]))
 
     def _start_ready(self) -> bool:
-        """Start what can start; True if any node changed state (so the loop goes on)."""
+        """Start what can start, in order; True if any node changed state (so the loop
+        goes on). Sub-DAGs take no job slot; once the slots are full, the job nodes after
+        are not looked at, so each pass costs what it starts, not the whole ready queue."""
         changed = False
-        for key in list(self.ready):
-            if len(self.running) >= self.jobs and self.tasks[key].node.subdag is None:
-                continue
+        waiting: list[str] = []  # looked at, cannot start yet: they keep their place
+        while self.ready:
+            full = len(self.running) >= self.jobs
+            if full and not self.ready_subdags:
+                break
+            key = self.ready.popleft()
             task = self.tasks[key]
+            if full and task.node.subdag is None:
+                waiting.append(key)
+                continue
             try:
                 if task.node.subdag is not None:
-                    self.ready.remove(key)
+                    self.ready_subdags -= 1
                     self._expand(task)
                     changed = True
                 elif self._fits(task) and self._pre_ready(task):
-                    self.ready.remove(key)
                     self._start(task)
                     changed = True
                 elif task.state == "failed":
-                    self.ready.remove(key)
+                    self.deferring.pop(key, None)
                     changed = True
+                else:
+                    waiting.append(key)
             except AframeDagError as exc:  # e.g. a sub-DAG or .sub that cannot be read
-                if key in self.ready:
-                    self.ready.remove(key)
+                self.deferring.pop(key, None)
                 self._fail(task, str(exc))
                 changed = True
+        self.ready.extendleft(reversed(waiting))
         return changed
 
     def _fits(self, task: Task) -> bool:
@@ -478,8 +503,10 @@ class Runner:
         if defer is not None and done.returncode == defer[0]:
             # DAGMan waits `seconds`; here a second is enough and keeps runs quick
             task.deferred_until = time.monotonic() + min(defer[1], 1.0)
+            self.deferring[task.key] = task
             return False
         task.deferred_until = 0.0
+        self.deferring.pop(task.key, None)
         if done.returncode != 0:
             message = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
             self._fail(task, f"PRE script failed: {message}")
@@ -495,7 +522,10 @@ class Runner:
         if task.command is None:
             assert task.node.submit is not None
             submit = self._submit(task.node.submit)
-            task.command = job_command(task.node, task.dag, self.base_env, submit)
+            held = self.dagman_envs.get(task.dag.path)
+            if held is None:  # once per DAG, not per node
+                held = self.dagman_envs[task.dag.path] = dagman_environment(self.base_env, task.dag)
+            task.command = job_command(task.node, task.dag, held, submit)
         return task.command
 
     def _gpus(self, task: Task) -> int:
@@ -597,7 +627,7 @@ class Runner:
             elif task.attempts <= task.node.retry:
                 self._say(f"retry {task.key} (exit {code}, attempt {task.attempts})")
                 task.state = "waiting"
-                self.ready.insert(0, task.key)
+                self._queue(task.key, first=True)
             else:
                 self._fail(task, f"exit {code}; see {self._command(task).stderr}")
         for task in list(self.expanded.values()):  # a sub-DAG ends with its last node
@@ -644,7 +674,7 @@ class Runner:
         for child in self.children.get(task.key, []):
             self.pending[child] -= 1
             if self.pending[child] == 0 and self.tasks[child].state == "waiting":
-                self.ready.append(child)
+                self._queue(child)
         self._say(f"done  {task.key}")
 
     def _fail(self, task: Task, message: str) -> None:
@@ -800,7 +830,7 @@ def dry_run(run_dir: str | Path, gpus: list[str]) -> Iterator[str]:
 
 
 def _describe(node: rundir.DagNode, dag: rundir.Dag, env: dict[str, str]) -> Iterator[str]:
-    command = job_command(node, dag, env)
+    command = job_command(node, dag, dagman_environment(env, dag))
     state = " (done)" if node.done else ""
     yield f"# {node.name}{state}: in {command.cwd}, {command.gpus} GPU(s)"
     for key, value in secrets.hide(command.env).items():
