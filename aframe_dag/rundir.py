@@ -24,7 +24,9 @@ U+0085 or a form feed, at which str.splitlines() would also split.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -127,6 +129,9 @@ def _time(word: str) -> float | None:
 # history, the jobstate.log file")
 _JOBSTATE_SUCCESS = {"JOB_SUCCESS", "POST_SUCCESS"}
 _JOBSTATE_FAILURE = {"JOB_FAILURE", "POST_FAILURE", "PRE_FAILURE", "JOB_ABORTED"}
+_JOBSTATE_OUTCOME = dict.fromkeys(_JOBSTATE_SUCCESS, "success") | dict.fromkeys(
+    _JOBSTATE_FAILURE, "failure"
+)
 
 
 def jobstate_log(dag: Path) -> Path:
@@ -136,16 +141,22 @@ def jobstate_log(dag: Path) -> Path:
 
 def jobstate_events(path: Path, since: float) -> dict[str, str]:
     """Each node's last terminal event ('success'/'failure') after `since` in a JOBSTATE_LOG."""
-    events: dict[str, str] = {}
-    for line in lines(path):
-        words = line.split()
-        if len(words) < 3 or not words[0].isdigit() or int(words[0]) < int(since):
-            continue
-        if words[2] in _JOBSTATE_SUCCESS:
-            events[words[1]] = "success"
-        elif words[2] in _JOBSTATE_FAILURE:
-            events[words[1]] = "failure"
-    return events
+    first = int(since)  # the log's times are whole seconds
+    # a node logs 4 lines a run (SUBMIT, EXECUTE, JOB_TERMINATED, ...), 1 terminal: only
+    # lines holding a word of a terminal event's name are split (10^5 nodes: 4x10^5 lines)
+    terminal = (
+        line.split(None, 3)
+        for line in lines(path)
+        if "SUCCESS" in line or "FAILURE" in line or "ABORTED" in line
+    )
+    return {  # a dict display keeps each node's last event
+        words[1]: _JOBSTATE_OUTCOME[words[2]]
+        for words in terminal
+        if len(words) > 2
+        and words[2] in _JOBSTATE_OUTCOME
+        and words[0].isdigit()
+        and int(words[0]) >= first
+    }
 
 
 def read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
@@ -160,13 +171,37 @@ def read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, An
     except OSError as exc:
         raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        ads = [dict(classad2.parseOne(f"{ad}]")) for ad in text.split("\n]") if ad.strip()]
+        ads = [_node_ad(chunk) for chunk in text.split("\n]") if chunk.strip()]
     except ValueError as exc:
         raise RunDirError(f"{path}: cannot read DAGMan's node status file: {exc}") from None
     dag = next((ad for ad in ads if ad.get("Type") == "DagStatus"), {})
     end = next((ad for ad in ads if ad.get("Type") == "StatusEnd"), {})
     nodes = {str(ad["Node"]): ad for ad in ads if ad.get("Type") == "NodeStatus" and "Node" in ad}
     return dag, nodes, end
+
+
+# A NodeStatus ad as HTCondor 23's DAGMan writes it in the node status file, one per
+# node: read by this pattern at a microsecond a node. Any other ad, or one whose
+# strings hold an escape, goes to classad2.
+_NODE_STATUS = re.compile(
+    r'\[\n  Type = "NodeStatus";\n  Node = "([^"\\\n]*)";\n'
+    r"  NodeStatus = (-?\d+);(?: /\*[^*\n]*\*/)?\n"
+    r'  StatusDetails = "([^"\\\n]*)";\n  RetryCount = (-?\d+);\n'
+    r"  JobProcsQueued = (-?\d+);\n  JobProcsHeld = (-?\d+);"
+)
+
+
+def _node_ad(chunk: str) -> dict[str, Any]:
+    """One ad of a node status file (its text up to the closing `]`)."""
+    match = _NODE_STATUS.fullmatch(chunk.strip())
+    if match is None:
+        return dict(classad2.parseOne(f"{chunk}]"))
+    node, status, details, retries, queued, held = match.groups()
+    return {
+        "Type": "NodeStatus", "Node": node, "NodeStatus": int(status),
+        "StatusDetails": details, "RetryCount": int(retries),
+        "JobProcsQueued": int(queued), "JobProcsHeld": int(held),
+    }  # fmt: skip
 
 
 class Hold(NamedTuple):
@@ -221,12 +256,17 @@ class DagNode:
     submit: Path | None  # None for a SUBDAG EXTERNAL node
     dag: str = ""  # the name of its .dag file, as in run-local's record ("aframe.dag:NODE")
     subdag: Path | None = None
-    vars: dict[str, str] = field(default_factory=dict)
+    vars_texts: list[str] = field(default_factory=list)  # its VARS lines' pairs, checked
     retry: int = 0
     done: bool = False
     category: str | None = None
     pre: list[str] = field(default_factory=list)  # SCRIPT PRE: executable and arguments
     defer: tuple[int, float] | None = None  # SCRIPT DEFER status seconds: run PRE again
+
+    @functools.cached_property
+    def vars(self) -> dict[str, str]:
+        """The node's VARS, read when first asked for (status needs those of few nodes)."""
+        return {k: v for text in self.vars_texts for k, v in vars_values(text).items()}
 
 
 @dataclass
@@ -243,6 +283,7 @@ class Dag:
 # DAG file commands that only configure DAGMan's own bookkeeping
 _DAG_IGNORED = {"JOBSTATE_LOG", "CONFIG"}
 _VARS_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+_VARS_TEXT = re.compile(r'(?:\s*[A-Za-z_][A-Za-z0-9_.]*\s*=\s*"(?:[^"\\]|\\.)*")*\s*')
 
 
 def _read(path: Path, strict: bool = True) -> list[str]:
@@ -270,14 +311,18 @@ def parse_dag(path: Path, strict: bool = True) -> Dag:
             resolved[name] = _resolve(path, name)
         return resolved[name]
 
-    def node(name: str, where: str) -> DagNode:
+    number, dag_name = 0, path.name
+
+    def where() -> str:  # made for an error only: 10^5 lines need none
+        return f"{path}:{number}"
+
+    def node(name: str) -> DagNode:
         if name not in nodes:
-            raise RunDirError(f"{where}: unknown node {name!r}")
+            raise RunDirError(f"{where()}: unknown node {name!r}")
         return nodes[name]
 
-    for number, raw in enumerate(_read(path, strict), 1):
+    for number, raw in enumerate(_read(path, strict), 1):  # noqa: B007 (where() reads it)
         line = raw.strip()
-        where = f"{path}:{number}"
         if not line or line.startswith("#"):
             continue
         words = line.split()
@@ -286,26 +331,26 @@ def parse_dag(path: Path, strict: bool = True) -> Dag:
             if keyword == "JOB":
                 name, submit, *rest = words[1:]
                 done = any(w.upper() == "DONE" for w in rest)
-                nodes[name] = DagNode(name, resolve(submit), path.name, done=done)
+                nodes[name] = DagNode(name, resolve(submit), dag_name, done=done)
                 if rest not in ([], ["DONE"]):
                     raise ValueError
             elif keyword == "SUBDAG":
                 external, name, dag, *rest = words[1:]
                 if external.upper() != "EXTERNAL" or rest not in ([], ["DONE"]):
                     raise ValueError
-                nodes[name] = DagNode(name, None, path.name, subdag=resolve(dag), done=bool(rest))
+                nodes[name] = DagNode(name, None, dag_name, subdag=resolve(dag), done=bool(rest))
             elif keyword == "SERVICE":
                 name, submit = words[1:]
-                services[name] = DagNode(name, resolve(submit), path.name)
+                services[name] = DagNode(name, resolve(submit), dag_name)
             elif keyword == "VARS":
-                target = node(words[1], where)
-                target.vars.update(_vars(line.split(None, 2)[2], where))
+                target = node(words[1])
+                target.vars_texts.append(_vars(line.split(None, 2)[2], where))
             elif keyword == "RETRY":
-                node(words[1], where).retry = int(words[2])
+                node(words[1]).retry = int(words[2])
                 if len(words) != 3:
                     raise ValueError
             elif keyword == "CATEGORY":
-                node(words[1], where).category = words[2]
+                node(words[1]).category = words[2]
             elif keyword == "MAXJOBS":
                 maxjobs[words[1]] = int(words[2])
             elif keyword == "SCRIPT":
@@ -314,32 +359,30 @@ def parse_dag(path: Path, strict: bool = True) -> Dag:
                     defer = (int(words[2]), float(words[3]))
                     words = [words[0], *words[4:]]
                 if words[1].upper() != "PRE":
-                    raise RunDirError(f"{where}: run-local supports SCRIPT PRE only")
-                target = node(words[2], where)
+                    raise RunDirError(f"{where()}: run-local supports SCRIPT PRE only")
+                target = node(words[2])
                 target.pre, target.defer = words[3:], defer  # DAGMan splits on whitespace
             elif keyword == "ENV":
                 if words[1].upper() != "GET":
-                    raise RunDirError(f"{where}: run-local supports ENV GET only")
+                    raise RunDirError(f"{where()}: run-local supports ENV GET only")
                 env_get.extend(name for word in words[2:] for name in word.split(","))
             elif keyword == "DONE":
-                node(words[1], where).done = True
+                node(words[1]).done = True
             elif keyword == "PARENT":
                 split = [w.upper() for w in words].index("CHILD")
                 for child in words[split + 1 :]:
-                    node(child, where)
-                    parents.setdefault(child, []).extend(
-                        node(p, where).name for p in words[1:split]
-                    )
+                    node(child)
+                    parents.setdefault(child, []).extend(node(p).name for p in words[1:split])
             elif keyword == "NODE_STATUS_FILE":
                 status_file = Path(words[1])
             elif keyword not in _DAG_IGNORED:
-                raise RunDirError(f"{where}: {words[0]} is not supported by run-local")
+                raise RunDirError(f"{where()}: {words[0]} is not supported by run-local")
         except RunDirError:
             if strict:
                 raise
         except (ValueError, IndexError):
             if strict:
-                raise RunDirError(f"{where}: cannot read {words[0]} line: {line!r}") from None
+                raise RunDirError(f"{where()}: cannot read {words[0]} line: {line!r}") from None
     return Dag(path, nodes, parents, maxjobs, env_get, services, status_file)
 
 
@@ -368,15 +411,19 @@ def _resolve(dag: Path, name: str) -> Path:
     return Path(name) if Path(name).is_absolute() else dag.parent / name
 
 
-def _vars(text: str, where: str) -> dict[str, str]:
-    values, position = {}, 0
-    while position < len(text.rstrip()):
-        match = _VARS_PAIR.match(text, position)
-        if not match:
-            raise RunDirError(f"{where}: cannot read VARS value at {text[position:]!r}")
-        values[match.group(1)] = quoting.dag_unescape(match.group(2))
+def vars_values(text: str) -> dict[str, str]:
+    """The values of a VARS line's pairs (checked by parse_dag)."""
+    return {name: quoting.dag_unescape(value) for name, value in _VARS_PAIR.findall(text)}
+
+
+def _vars(text: str, where: Callable[[], str]) -> str:
+    """A VARS line's pairs, checked (in C: a DAG has 10^5 of them); read by DagNode.vars."""
+    if _VARS_TEXT.fullmatch(text):
+        return text
+    position = 0
+    while match := _VARS_PAIR.match(text, position):  # up to the pair it cannot read
         position = match.end()
-    return values
+    raise RunDirError(f"{where()}: cannot read VARS value at {text[position:]!r}")
 
 
 # --- submit files -------------------------------------------------------------------

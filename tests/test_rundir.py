@@ -132,7 +132,7 @@ def test_every_reader_of_a_dag_file_sees_the_same_nodes_and_values(fanned_run: P
     texts = rundir.vars_texts(dag, set(names) | {"no-such-node"})
     assert sorted(texts) == names
     for name in names:
-        assert rundir._vars(texts[name], name) == strict.nodes[name].vars
+        assert rundir.vars_values(texts[name]) == strict.nodes[name].vars
     # the submit file, read strictly and leniently, and as the fingerprint splits it
     sub = fanned_run / "gen.sub"
     assert rundir.parse_submit(sub).commands == rundir.parse_submit(sub, strict=False).commands
@@ -184,3 +184,43 @@ def test_jobstate_log_last_terminal_event_decides(tmp_path: Path) -> None:
     )
     assert rundir.jobstate_log(tmp_path / "aframe.dag") == log
     assert rundir.jobstate_events(log, since=100) == {"a": "failure", "b": "success"}
+
+
+def test_node_status_ads_read_fast_as_classad2_reads_them() -> None:
+    """The exact reader of DAGMan's NodeStatus layout gives what classad2 gives, on every
+    ad of the real status files of the samples (taken from a 23.9 pool), and reads all
+    of them itself (none left to classad2)."""
+    import classad2
+
+    files = sorted((Path(__file__).parent / "status_samples").rglob("*.status"))
+    matched = 0
+    for path in files:
+        for chunk in path.read_text().split("\n]"):
+            if not chunk.strip():
+                continue
+            slow = dict(classad2.parseOne(f"{chunk}]"))
+            assert rundir._node_ad(chunk) == slow, (path, chunk)
+            if slow["Type"] == "NodeStatus":
+                assert rundir._NODE_STATUS.fullmatch(chunk.strip()), (path, chunk)
+                matched += 1
+    assert len(files) >= 5 and matched >= 70
+
+
+def test_an_escaped_or_unusual_node_status_ad_is_read_by_classad2() -> None:
+    chunk = (
+        '[\n  Type = "NodeStatus";\n  Node = "a";\n  NodeStatus = 6; /* "STATUS_ERROR" */\n'
+        '  StatusDetails = "said \\"no\\"";\n  RetryCount = 0;\n  JobProcsQueued = 0;\n'
+        "  JobProcsHeld = 0;\n  NewAttribute = 1;"
+    )
+    ad = rundir._node_ad(chunk)
+    assert (ad["StatusDetails"], ad["NewAttribute"], ad["NodeStatus"]) == ('said "no"', 1, 6)
+
+
+def test_a_vars_value_it_cannot_read_is_named_with_its_line(tmp_path: Path) -> None:
+    dag = tmp_path / "x.dag"
+    dag.write_text('JOB a a.sub\nVARS a ok="1" "x\\"y" bad=2\n')
+    with pytest.raises(rundir.RunDirError) as caught:
+        rundir.parse_dag(dag)
+    assert str(caught.value) == f'{dag}:2: cannot read VARS value at \' "x\\\\"y" bad=2\''
+    dag.write_text('JOB a a.sub\nVARS a ok="1" esc="say \\"hi\\" \\\\o/"\n')
+    assert rundir.parse_dag(dag).nodes["a"].vars == {"ok": "1", "esc": 'say "hi" \\o/'}
