@@ -43,16 +43,15 @@ def node_lines(plan: StagePlan, run_dir: Path, done: set[str]) -> str:
         todo = [" ".join(i for i in items if i not in done) or items[0] for _, items in clusters]
         done = {c for c, items in clusters if all(i in done for i in items)} if done else done
         pairs = [f'tasks="{t}"' for t in todo]
+    # each node's name joins the tail's pieces: quicker than replacing the marker in it
+    parts = tail.split(mark)
     if pairs:
         blocks = [
-            f"JOB {n} {submit}{' DONE' if n in done else ''}\nVARS {n} {p}\n{tail.replace(mark, n)}"
+            f"JOB {n} {submit}{' DONE' if n in done else ''}\nVARS {n} {p}\n{n.join(parts)}"
             for n, p in zip(names, pairs, strict=True)
         ]
     else:
-        blocks = [
-            f"JOB {n} {submit}{' DONE' if n in done else ''}\n{tail.replace(mark, n)}"
-            for n in names
-        ]
+        blocks = [f"JOB {n} {submit}{' DONE' if n in done else ''}\n{n.join(parts)}" for n in names]
     return "".join(blocks) + (f"MAXJOBS {name} {category}\n" if category else "")
 
 
@@ -87,7 +86,13 @@ def dag_text(plan: Plan, python: str) -> str:
     """The top-level aframe.dag."""
     names = {s.name: s.dag_names() for s in plan.stages}
     edges = [
-        (list(dict.fromkeys(n for p in s.parents for n in names[p])), names[s.name])
+        # a lone parent's names are distinct already: only two or more need de-duplicating
+        (
+            names[s.parents[0]]
+            if len(s.parents) == 1
+            else list(dict.fromkeys(n for p in s.parents for n in names[p])),
+            names[s.name],
+        )
         for s in plan.stages
         if s.parents
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from aframe_dag.errors import FanoutError, QuotingError
 from aframe_dag.schema import rule
 
 Item = dict[str, str]
-MAX_ITEMS = 200_000
+MAX_ITEMS = 1_000_000
 MAX_SEGMENTS_BYTES = 256 * 2**20  # a segments file is read up to this size
 
 
@@ -132,7 +132,10 @@ def shifts_from_tb(
         count += 1
         if count > MAX_ITEMS:
             raise too_many(f"over {MAX_ITEMS}")  # each shift is one node at least
-        added = sum(max(0.0, d - shift * count) for d in durations)
+        # a segment the shift has used up adds 0.0 now and at every larger shift: dropped,
+        # so the sum stays the same and the work is the nodes', not shifts x segments
+        durations = [d for d in durations if d - shift * count > 0]
+        added = sum(d - shift * count for d in durations)
         if added == 0:
             raise FanoutError(
                 f"Tb = {num(tb)} s cannot be reached: {count - 1} shifts of {num(shift)} s "
@@ -323,6 +326,14 @@ class Timeslides(Spec):
             self.buffer or 0,
         )
 
+    def candidates(self, num_shifts: int) -> Iterator[list[float]]:
+        """The shifts tried on each background file, in order: made as they are tried,
+        since a file usually stops long before the last of up to 10^6."""
+        if self.zero_lag:
+            yield [0.0] * len(self.shifts)
+        for i in range(num_shifts):
+            yield [s * (i + 1) for s in self.shifts]
+
     def items(self) -> list[Item]:
         segments = background_segments(self.segments, self.max_duration)
         if not segments:
@@ -333,10 +344,7 @@ class Timeslides(Spec):
         psd_segment = segment_tag(*segments[-1])
         items: list[Item] = []
         for start, stop in segments:
-            candidates = [[s * (i + 1) for s in self.shifts] for i in range(num_shifts)]
-            if self.zero_lag:
-                candidates.insert(0, [0.0] * len(self.shifts))
-            for shift in candidates:
+            for shift in self.candidates(num_shifts):
                 if not is_analysable(start, stop, shift, self.psd_length):
                     break  # the shifts only grow: no later one leaves time either
                 if len(items) == MAX_ITEMS:
@@ -389,10 +397,11 @@ def _product(values: dict[str, list[Any]]) -> list[Item]:
     size = math.prod(len(values[n]) for n in names)
     if size > MAX_ITEMS:  # before making them: 10^3 x 10^3 x 10^3 is quick to ask for
         raise too_many(str(size))
-    combos = itertools.product(*(values[n] for n in names))
+    # each value as text once, not once per combination it is in (10^5 times, say)
+    texts = [[_text(v) for v in values[n]] for n in names]
+    combos = itertools.product(*texts)
     return [
-        {"index": str(n), **{k: _text(v) for k, v in zip(names, combo, strict=True)}}
-        for n, combo in enumerate(combos)
+        {"index": str(n), **dict(zip(names, combo, strict=True))} for n, combo in enumerate(combos)
     ]
 
 

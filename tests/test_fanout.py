@@ -811,26 +811,26 @@ def test_parse_spec_max_duration_message_names_key():
 
 
 def test_count_over_max_items_refused_at_validation():
-    assert MAX_ITEMS == 200_000
-    # num_jobs le MAX_ITEMS: 200000 is accepted, 200001 is not.
-    assert parse_spec("count", {"num_jobs": MAX_ITEMS}, where).num_jobs == 200_000
+    assert MAX_ITEMS == 1_000_000
+    # num_jobs le MAX_ITEMS: 1000000 is accepted, 1000001 is not.
+    assert parse_spec("count", {"num_jobs": MAX_ITEMS}, where).num_jobs == 1_000_000
     with pytest.raises(
         FanoutError,
-        match=r"^stages\.s\.foreach\.num_jobs: must be <= 200000, got 200001",
+        match=r"^stages\.s\.foreach\.num_jobs: must be <= 1000000, got 1000001",
     ):
         parse_spec("count", {"num_jobs": MAX_ITEMS + 1}, where)
 
 
 def test_expand_refuses_product_over_max_items():
-    # 2 x 100001 = 200002 > 200000 -> refused; 2 x 100000 = 200000 -> allowed.
-    over = parse_spec("product", {"a": [0, 1], "b": list(range(100_001))}, where)
+    # 2 x 500001 = 1000002 > 1000000 -> refused; 2 x 500000 = 1000000 -> allowed.
+    over = parse_spec("product", {"a": [0, 1], "b": list(range(500_001))}, where)
     with pytest.raises(
         FanoutError,
-        match=r"^stage big: fan-out of 200002 nodes exceeds the limit of 200000",
+        match=r"^stage big: fan-out of 1000002 nodes exceeds the limit of 1000000",
     ):
         expand(over, "big")
-    at_limit = parse_spec("product", {"a": [0, 1], "b": list(range(100_000))}, where)
+    at_limit = parse_spec("product", {"a": [0, 1], "b": list(range(500_000))}, where)
     items = expand(at_limit, "big")
-    assert len(items) == 200_000
-    # last combination: a=1 (slowest), b=99999 (fastest), index 199999
-    assert items[-1] == {"index": "199999", "a": "1", "b": "99999"}
+    assert len(items) == 1_000_000
+    # last combination: a=1 (slowest), b=499999 (fastest), index 999999
+    assert items[-1] == {"index": "999999", "a": "1", "b": "499999"}
