@@ -38,17 +38,19 @@ from pathlib import Path
 
 from build import WORK, installed_aframe  # benchmarks/build.py
 
-REPEATS, SLEEP, JOBS = 3, 0.25, (1, 2, 4, 8)
+REPEATS, JOBS = 3, (1, 2, 4, 8)
 HEAD = 'name: bench\ncondor: {container: none, use_oauth_services: "", getenv: [PATH]}\nstages:\n'
 
-# Runs argv[2:] with its stdout in the file argv[1]; prints wall seconds, its peak RSS (KB)
-# and exit code. Spawned from here, run-local's ru_maxrss would include this script's.
+# Runs argv[2:] with its stdout in the file argv[1]; prints wall seconds, its peak RSS (KB),
+# exit code and CPU seconds (its own and its children's). Spawned from here, run-local's
+# ru_maxrss would include this script's.
 LAUNCH = """import os, sys, time
 started = time.perf_counter()
 out = (os.POSIX_SPAWN_OPEN, 1, sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ, file_actions=[out])
 _, status, usage = os.wait4(pid, 0)
-print(time.perf_counter() - started, usage.ru_maxrss, os.waitstatus_to_exitcode(status))"""
+print(time.perf_counter() - started, usage.ru_maxrss, os.waitstatus_to_exitcode(status),
+      usage.ru_utime + usage.ru_stime)"""
 
 # The baseline: the commands of a JSON file, one after another, as run-local starts them
 # (argv, env, cwd, stdin from /dev/null) but with no scheduling, records or log files.
@@ -61,16 +63,17 @@ for c in commands:
 print(f"{len(commands)} nodes succeeded, 0 failed")"""
 
 
-def run(cmd: list[str], out: Path, err: Path) -> tuple[float, float]:
-    """Run cmd, its stdout to `out`; return (wall seconds, peak RSS in MB); exit on failure."""
+def run(cmd: list[str], out: Path, err: Path) -> tuple[float, float, float]:
+    """Run cmd, its stdout to `out`; return (wall seconds, peak RSS in MB, CPU seconds with
+    its children's); exit on failure."""
     with open(err, "wb") as log:
         launch = [sys.executable, "-I", "-S", "-c", LAUNCH, str(out), *cmd]
         done = subprocess.run(launch, stdout=subprocess.PIPE, stderr=log, text=True)
-    wall, rss, code = done.stdout.split() or ["0", "0", str(done.returncode)]
+    wall, rss, code, cpu = done.stdout.split() or ["0", "0", str(done.returncode), "0"]
     if int(code) or done.returncode:
         shown = " ".join([*cmd[:2], "CODE", *cmd[3:]] if cmd[1:2] == ["-c"] else cmd)
         sys.exit(f"failed ({code}): {shown}\n{out.read_text()}{err.read_text()}")
-    return float(wall), int(rss) / 1024
+    return float(wall), int(rss) / 1024, float(cpu)
 
 
 def build(aframe: str, work: Path, name: str, stages: str) -> Path:
@@ -150,6 +153,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=200, help="independent /bin/true nodes")
     parser.add_argument("--chain", type=int, default=50, help="stages in the chain")
     parser.add_argument("--sleepers", type=int, default=40, help="nodes of the --jobs runs")
+    parser.add_argument("--sleep", type=float, default=0.25, help="seconds each of them sleeps")
     args = parser.parse_args()
     if min(args.nodes, args.chain, args.sleepers) < 2:
         parser.error("--nodes, --chain and --sleepers must be at least 2")
@@ -163,14 +167,14 @@ def main() -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load}; run dirs in {work}")
     print(f"aframe-dag: {aframe}")
-    n, chain, m = args.nodes, args.chain, args.sleepers
+    n, chain, m, sleep = args.nodes, args.chain, args.sleepers, args.sleep
     fan = "  node:\n    foreach: {count: {num_jobs: %d}}\n    command: %s\n"
     links = [f"  s{i}:\n    after: [s{i - 1}]\n    command: /bin/true\n" for i in range(1, chain)]
     configs = {
         "flat": (fan % (n, "/bin/true"), n),
         "chain": ("".join(["  s0:\n    command: /bin/true\n", *links]), chain),
         "one": ("  node:\n    command: /bin/true\n", 1),
-        "sleep": (fan % (m, f"sleep {SLEEP}"), m),
+        "sleep": (fan % (m, f"sleep {sleep}"), m),
     }
     dags = {
         name: (build(aframe, work, name, text), count) for name, (text, count) in configs.items()
@@ -188,7 +192,7 @@ def main() -> None:
         (f"{d} {kind}", d, j) for d in baselines for kind, j in (("baseline", 0), ("run-local", 1))
     ]
     runs += [(f"sleep -j{j}", "sleep", j) for j in JOBS]
-    best: dict[str, tuple[float, float]] = {}
+    best: dict[str, tuple[float, float, float]] = {}
     events: dict[str, list[tuple[str, str, float]]] = {}  # the best run's record
     for _ in range(REPEATS):
         for label, name, jobs in runs:
@@ -198,23 +202,24 @@ def main() -> None:
                 cmd = [aframe, "run-local", str(run_dir), "--jobs", str(jobs)]
             else:
                 cmd = [sys.executable, "-c", BASELINE, str(baselines[name])]
-            wall, rss = run(cmd, out, err)
+            wall, rss, cpu = run(cmd, out, err)
             check(label, out, count, run_dir if jobs else None)
-            if wall < best.get(label, (float("inf"), 0))[0]:
-                best[label] = (wall, rss)
+            if wall < best.get(label, (float("inf"), 0, 0))[0]:
+                best[label] = (wall, rss, cpu)
                 if jobs:
                     events[label] = records(run_dir)
 
     print(f"\noverhead: run-local --jobs 1 against the same commands one by one, best of {REPEATS}")
     head = ["DAG", "nodes", "run-local s (MB)", "baseline s", "run-local ms/node",
-            "baseline ms/node", "overhead ms/node"]  # fmt: skip
+            "baseline ms/node", "overhead ms/node", "overhead CPU ms/node"]  # fmt: skip
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, about in (("flat", "independent"), ("chain", "chain"), ("one", "one node")):
         count = dags[name][1]
-        (local, rss), base = best[f"{name} run-local"], best[f"{name} baseline"][0]
+        (local, rss, cpu), (base, _, base_cpu) = best[f"{name} run-local"], best[f"{name} baseline"]
         cells = [about, f"{count}", f"{local:.3f} ({rss:.0f})", f"{base:.3f}",
                  f"{local / count * 1000:.1f}", f"{base / count * 1000:.1f}",
-                 f"{(local - base) / count * 1000:.1f}"]  # fmt: skip
+                 f"{(local - base) / count * 1000:.1f}",
+                 f"{(cpu - base_cpu) / count * 1000:.2f}"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
     one = best["one run-local"][0] - best["one baseline"][0]  # start-up, reading the DAG, one node
     print(f"\none-node DAG, run-local above the baseline: {one:.3f} s (start-up, and one node)")
@@ -227,17 +232,17 @@ def main() -> None:
             f"record: start to done {ran:.1f} ms, done to next start {between:.1f} ms (medians)"
         )
 
-    print(f"\n--jobs: {m} nodes of `sleep {SLEEP}` (best of {REPEATS}; ideal = {m}*{SLEEP}/jobs)")
+    print(f"\n--jobs: {m} nodes of `sleep {sleep}` (best of {REPEATS}; ideal = {m}*{sleep}/jobs)")
     head = ["--jobs", "run-local s (MB)", "ideal s", "speed-up", "ideal speed-up",
-            "peak running", "above ideal s"]  # fmt: skip
+            "peak running", "above ideal s", "/ ideal"]  # fmt: skip
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     one_job = best["sleep -j1"][0]
     for jobs in JOBS:
-        wall, rss = best[f"sleep -j{jobs}"]
-        ideal = m * SLEEP / jobs
+        wall, rss, _ = best[f"sleep -j{jobs}"]
+        ideal = m * sleep / jobs
         cells = [f"{jobs}", f"{wall:.3f} ({rss:.0f})", f"{ideal:.2f}", f"{one_job / wall:.2f}",
                  f"{min(jobs, m)}", f"{peak_running(events[f'sleep -j{jobs}'])}",
-                 f"{wall - ideal:.3f}"]  # fmt: skip
+                 f"{wall - ideal:.3f}", f"{wall / ideal:.2f}"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
     shutil.rmtree(work)
 
