@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import classad2
-
 from aframe_dag import quoting, submit_commands
 from aframe_dag.errors import RunDirError
 
@@ -195,6 +193,8 @@ def _node_ad(chunk: str) -> dict[str, Any]:
     """One ad of a node status file (its text up to the closing `]`)."""
     match = _NODE_STATUS.fullmatch(chunk.strip())
     if match is None:
+        import classad2  # here: most files hold no other ad, and it costs 12 ms to import
+
         return dict(classad2.parseOne(f"{chunk}]"))
     node, status, details, retries, queued, held = match.groups()
     return {
