@@ -440,3 +440,31 @@ def test_a_torn_record_line_is_no_success_and_no_crash(tmp_path: Path) -> None:
     code, out, err = run_cli("status", str(run_dir))
     assert code == 0, err
     assert "1/1" in out  # the rerun's success counts
+
+
+def test_a_sub_dag_expands_while_the_job_slots_are_full(tmp_path: Path) -> None:
+    """A sub-DAG node takes no job slot (as under DAGMan): with --jobs 1 and a long job
+    running, a run-time fan-out whose input is ready expands before that job ends."""
+    run_dir = build(
+        tmp_path,
+        {
+            "query": {"command": f"{PY} segments {{{{ dirs.out }}}}/segments.txt"},
+            "slow": {
+                "after": ["query"],
+                "command": f"{PY} interval {{{{ dirs.out }}}}/slow.json 2",
+            },
+            "fetch": {
+                "after": ["query"],
+                "foreach": {
+                    "segments": {"file": "{{ dirs.out }}/segments.txt", "max_duration": 100}
+                },
+                "command": f"{PY} record {{{{ dirs.out }}}}/fetch.json {{{{ item.start }}}}",
+            },
+        },
+    )
+    done = local(run_dir, "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    (slow,) = records(run_dir / "out/slow.json")
+    expanded = (run_dir / "fetch.dag").stat().st_mtime  # written by its PRE script
+    assert float(slow["argv"][0]) < expanded < float(slow["argv"][1]), (slow, expanded)
+    assert len(records(run_dir / "out/fetch.json")) == 4  # and its nodes ran after
