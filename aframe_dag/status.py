@@ -560,31 +560,35 @@ def _read_status(run_path: Path) -> RunStatus:
     else:
         mode = "local" if local is not None else "not started"
         status = _local(run_path, paths, top, stages, mode)
+    # the DAG files read already: a clustered stage's jobs are counted from them
+    read = {top.path: top, **{s.inner.path: s.inner for s in stages if s.inner is not None}}
     for stage in status.stages:
-        _count_tasks(run_path, stage)
+        _count_tasks(run_path, stage, read)
     return status
 
 
-def _count_tasks(run_path: Path, stage: StageStatus) -> None:
+def _count_tasks(run_path: Path, stage: StageStatus, read: dict[Path, Dag]) -> None:
     """Tasks of a clustered stage: those complete when it was written (its jobs' VARS list
-    only the rest), and those its record shows done since."""
+    only the rest), and those its record shows done since. `read`: DAG files parsed
+    already, by path (a 10^5-node aframe.dag is not parsed again per clustered stage)."""
     tasks_file = run_path / rundir.tasks_file(stage.name)
     written = _mtime(tasks_file)
     if written is None:
         return
     sub_dag = run_path / f"{stage.name}.dag"
-    dag = sub_dag if sub_dag.is_file() else run_path / rundir.DAG
+    path = sub_dag if sub_dag.is_file() else run_path / rundir.DAG
     with contextlib.suppress(OSError):
         stage.tasks = rundir.count_tasks(tasks_file)
+        dag = read.get(path) or _read_dag(path)
         pending = _pending_tasks(dag, stage.name)
         events = completion.local_events(run_path / rundir.tasks_record(stage.name), written)
         done_since = sum(1 for task in pending if events.get(task) == "success")
         stage.tasks_done = stage.tasks - len(pending) + done_since
 
 
-def _pending_tasks(dag: Path, stage: str) -> set[str]:
+def _pending_tasks(dag: Dag, stage: str) -> set[str]:
     """Tasks listed by the not-DONE jobs of one stage in a DAG file."""
-    jobs = _read_dag(dag).nodes.values()
+    jobs = dag.nodes.values()
     return {
         task
         for job in jobs

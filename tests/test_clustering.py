@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import run_cli
 
@@ -201,3 +202,28 @@ def test_literal_braces_in_the_command_reach_each_task_unchanged(tmp_path: Path)
     for index, value in enumerate("abc"):
         received = (run_dir / f"out/item-{index}.txt").read_text().split("|")
         assert received == [*literal, value]
+
+
+def test_status_reads_the_dag_once_whatever_the_clustered_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each clustered stage's tasks are counted from the DAG status read already, not from
+    a new parse of aframe.dag per stage (10^5 nodes: half a second each)."""
+    from aframe_dag import rundir
+
+    config = pipeline(tmp_path, {"list": {"value": VALUES}})
+    data = yaml.safe_load(config.read_text())
+    data["stages"]["again"] = {**data["stages"]["gen"], "outputs": []}
+    config.write_text(yaml.safe_dump(data))
+    run_dir = tmp_path / "run"
+    build(config, run_dir)
+    parsed: list[str] = []
+    real = rundir.parse_dag
+    monkeypatch.setattr(
+        rundir,
+        "parse_dag",
+        lambda path, strict=True: parsed.append(path.name) or real(path, strict),
+    )
+    text = status(run_dir)
+    assert parsed == ["aframe.dag"], parsed
+    assert text.count("0/3  jobs; 0/10 tasks") == 2, text
