@@ -588,6 +588,22 @@ def read_shorthand_flags(tmp: Path) -> list[str]:
     return sorted({data, strip(image, f"{tmp}/i-", ".sif")})  # one, if both arrived
 
 
+def checkpoint_resume(values: list[str], tmp: Path) -> Build:
+    """The resume words, added to the command (by entry/resume.py) once the checkpoint is
+    this build's: a first stage writes it after the build."""
+    ckpt = f"{tmp}/last.ckpt"
+    touch = "import sys; open(sys.argv[1], 'w').close()"
+    stages = {
+        "make": {"command": ["{{ python }}", "-c", touch, ckpt]},
+        "a": {
+            "after": ["make"],
+            "command": job(tmp),
+            "checkpoint": {"file": ckpt, "resume": values},
+        },
+    }
+    return Build(host(stages))
+
+
 def fanout_input(values: list[str], tmp: Path) -> Build:
     (value,) = values
     write = "import sys; open(sys.argv[1], 'w').write('0 100 300 200\\n')"
@@ -623,6 +639,7 @@ FIELDS = [
     Field("condor-values", condor_values, read_condor_values, r"^condor\.apptainer: (contains|starts or ends with whitespace)", (NEWLINE, " padded "), joined=True),
     Field("run-dir", run_dir, read_run_dir, r"^run dir '.*' contains '.*', which DAGMan's JOB and SCRIPT lines cannot carry", (NEWLINE, " ", "$(x)"), takes=dag_path, joined=True, run=True),
     Field("--data-dir-and---image", shorthand_flags, read_shorthand_flags, r"^dirs\.data: contains", (NEWLINE,), takes=untemplated, joined=True),
+    Field("checkpoint-resume", checkpoint_resume, recorded, r"^stages\.a\.checkpoint\.resume\.0: contains", (NEWLINE, NUL, MATCH_TIME, DOLLAR), run=True),
     # refusals: the query stage's command refuses the path first; CASES has fetch's
     Field("fan-out-input", fanout_input, read_fanout_input, "", joined=True, run=True),
 ]  # fmt: skip
