@@ -96,10 +96,10 @@ class Transfer:
 
     scratch: Path
     origin: Path
+    built: Path  # the job's .sub: a spool older than it is an earlier build's
     inputs: list[str]
     outputs: list[str]
-    checkpoint: list[str] = field(default_factory=list)
-    built: Path | None = None  # the job's .sub: a spool older than it is an earlier build's
+    checkpoint: list[str]
 
     @property
     def spool(self) -> Path:
@@ -116,7 +116,7 @@ class Transfer:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(source)  # linked, not copied: training data is large
         if self.spool.exists():
-            if self.built and self.spool.stat().st_mtime_ns >= self.built.stat().st_mtime_ns:
+            if self.spool.stat().st_mtime_ns >= self.built.stat().st_mtime_ns:
                 shutil.copytree(self.spool, self.scratch, dirs_exist_ok=True)
             else:
                 shutil.rmtree(self.spool)
@@ -236,8 +236,8 @@ def job_command(
     initialdir = Path(value("initialdir") or str(node.submit.parent))
     transfer = None
     if value("transfer_output_files"):  # a job without a shared filesystem
-        transfer = _transfer(value, initialdir, dag.path.parent / SCRATCH / node.name, where)
-        transfer.built = node.submit
+        scratch = dag.path.parent / SCRATCH / node.name
+        transfer = _transfer(value, initialdir, scratch, node.submit, where)
     return Command(
         argv=[executable, *args],
         env=env,
@@ -270,18 +270,22 @@ def _hold_exit(expression: str, where: str) -> int | None:
     return int(match.group(1))
 
 
-def _transfer(value: Callable[..., str], initialdir: Path, scratch: Path, where: str) -> Transfer:
+def _transfer(
+    value: Callable[..., str], initialdir: Path, scratch: Path, built: Path, where: str
+) -> Transfer:
+    def files(key: str) -> list[str]:  # a transfer list: comma-separated
+        return [e.strip() for e in value(key).split(",") if e.strip()]
+
     if value("preserve_relative_paths").lower() != "true":
         raise RunDirError(f"{where}: run-local transfers files only with preserve_relative_paths")
     if value("output_destination"):
         raise RunDirError(f"{where}: run-local cannot send outputs to output_destination")
-    inputs = [e.strip() for e in value("transfer_input_files").split(",") if e.strip()]
+    inputs = files("transfer_input_files")
     urls = [e for e in inputs if "://" in e]
     if urls:
         raise RunDirError(f"{where}: run-local cannot fetch {urls[0]}: use a local path")
-    outputs = [e.strip() for e in value("transfer_output_files").split(",") if e.strip()]
-    checkpoint = [e.strip() for e in value("transfer_checkpoint_files").split(",") if e.strip()]
-    return Transfer(scratch, initialdir, inputs, outputs, checkpoint)
+    outputs, checkpoint = files("transfer_output_files"), files("transfer_checkpoint_files")
+    return Transfer(scratch, initialdir, built, inputs, outputs, checkpoint)
 
 
 def program(node: rundir.DagNode, submit: rundir.Submit) -> str:
