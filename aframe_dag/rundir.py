@@ -64,7 +64,7 @@ class Event(NamedTuple):
     when: float | None  # None for an unfinished one, or a failure of a torn line
 
 
-_EVENTS = ("start", "done", "failed")
+_UNFINISHED = Event("unfinished", None)
 
 
 def lines(path: Path, strict: bool = False) -> list[str]:
@@ -87,15 +87,16 @@ def read_record(path: Path, strict: bool = False) -> dict[str, Event]:
     events: dict[str, Event] = {}
     for line in lines(path, strict):
         words = line.split()
-        if len(words) < 2 or words[0] not in _EVENTS:
+        if len(words) < 2:
             continue
-        when = _time(words[2]) if len(words) == 3 else None
-        if words[0] == "done" and when is not None:
-            events[words[1]] = Event("done", when)
-        elif words[0] == "failed":
-            events[words[1]] = Event("failed", when)
-        else:  # started, or a torn line: what the work left is not whole
-            events[words[1]] = Event("unfinished", None)
+        kind = words[0]
+        if kind == "start":  # what the work left is not whole until its `done`
+            events[words[1]] = _UNFINISHED
+        elif kind == "done":
+            when = _time(words[2]) if len(words) == 3 else None
+            events[words[1]] = Event("done", when) if when is not None else _UNFINISHED  # torn
+        elif kind == "failed":
+            events[words[1]] = Event("failed", _time(words[2]) if len(words) == 3 else None)
     return events
 
 
@@ -160,25 +161,31 @@ def read_node_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, An
     """A NODE_STATUS_FILE: its DagStatus ad, NodeStatus ads by node name, StatusEnd ad.
 
     DAGMan writes one ad per node, each `[` ... `]` on lines of their own (strings are
-    escaped, so no value holds a line that is `]`): the ads are parsed one by one, as
-    parsing the whole file at once costs time quadratic in its length.
+    escaped, so no value holds a line that is `]`). The NodeStatus ads in HTCondor 23's
+    layout are found in one pass of `_NODE_STATUS_ADS`; what is left is parsed ad by ad,
+    as parsing the whole file at once costs time quadratic in its length.
     """
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
+    found = _NODE_STATUS_ADS.findall(text)
+    rest = _NODE_STATUS_ADS.sub("", text) if found else text
     try:
-        ads = [_node_ad(chunk) for chunk in text.split("\n]") if chunk.strip()]
+        ads = [_node_ad(chunk) for chunk in rest.split("\n]") if chunk.strip()]
     except ValueError as exc:
         raise RunDirError(f"{path}: cannot read DAGMan's node status file: {exc}") from None
     dag = next((ad for ad in ads if ad.get("Type") == "DagStatus"), {})
     end = next((ad for ad in ads if ad.get("Type") == "StatusEnd"), {})
-    nodes = {str(ad["Node"]): ad for ad in ads if ad.get("Type") == "NodeStatus" and "Node" in ad}
+    nodes = {values[0]: _status_ad(*values) for values in found}
+    nodes.update(
+        (str(ad["Node"]), ad) for ad in ads if ad.get("Type") == "NodeStatus" and "Node" in ad
+    )
     return dag, nodes, end
 
 
 # A NodeStatus ad as HTCondor 23's DAGMan writes it in the node status file, one per
-# node: read by this pattern at a microsecond a node. Any other ad, or one whose
+# node: read by this pattern at under a microsecond a node. Any other ad, or one whose
 # strings hold an escape, goes to classad2.
 _NODE_STATUS = re.compile(
     r'\[\n  Type = "NodeStatus";\n  Node = "([^"\\\n]*)";\n'
@@ -186,6 +193,18 @@ _NODE_STATUS = re.compile(
     r'  StatusDetails = "([^"\\\n]*)";\n  RetryCount = (-?\d+);\n'
     r"  JobProcsQueued = (-?\d+);\n  JobProcsHeld = (-?\d+);"
 )
+# the same ads in a whole file: each from its `[` line to its `]` line
+_NODE_STATUS_ADS = re.compile(rf"(?m)^{_NODE_STATUS.pattern}\n\]\n?")
+
+
+def _status_ad(
+    node: str, status: str, details: str, retries: str, queued: str, held: str
+) -> dict[str, Any]:
+    return {
+        "Type": "NodeStatus", "Node": node, "NodeStatus": int(status),
+        "StatusDetails": details, "RetryCount": int(retries),
+        "JobProcsQueued": int(queued), "JobProcsHeld": int(held),
+    }  # fmt: skip
 
 
 def _node_ad(chunk: str) -> dict[str, Any]:
@@ -195,12 +214,7 @@ def _node_ad(chunk: str) -> dict[str, Any]:
         import classad2  # here: most files hold no other ad, and it costs 12 ms to import
 
         return dict(classad2.parseOne(f"{chunk}]"))
-    node, status, details, retries, queued, held = match.groups()
-    return {
-        "Type": "NodeStatus", "Node": node, "NodeStatus": int(status),
-        "StatusDetails": details, "RetryCount": int(retries),
-        "JobProcsQueued": int(queued), "JobProcsHeld": int(held),
-    }  # fmt: skip
+    return _status_ad(*match.groups())
 
 
 class Hold(NamedTuple):
@@ -294,9 +308,9 @@ def _read(path: Path, strict: bool = True) -> list[str]:
         raise RunDirError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def parse_dag(path: Path, strict: bool = True) -> Dag:
-    """Parse a .dag file written by aframe-dag (JOB, SUBDAG EXTERNAL, VARS, ...); not
-    `strict`, a line it cannot read is skipped."""
+def parse_dag(path: Path) -> Dag:
+    """Parse a .dag file written by aframe-dag (JOB, SUBDAG EXTERNAL, VARS, ...), as
+    run-local runs it: a line it cannot read is an error naming it."""
     nodes: dict[str, DagNode] = {}
     parents: dict[str, list[str]] = {}
     maxjobs: dict[str, int] = {}
@@ -320,7 +334,7 @@ def parse_dag(path: Path, strict: bool = True) -> Dag:
             raise RunDirError(f"{where()}: unknown node {name!r}")
         return nodes[name]
 
-    for number, raw in enumerate(_read(path, strict), 1):  # noqa: B007 (where() reads it)
+    for number, raw in enumerate(_read(path), 1):  # noqa: B007 (where() reads it)
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -376,34 +390,65 @@ def parse_dag(path: Path, strict: bool = True) -> Dag:
                 status_file = Path(words[1])
             elif keyword not in _DAG_IGNORED:
                 raise RunDirError(f"{where()}: {words[0]} is not supported by run-local")
-        except RunDirError:
-            if strict:
-                raise
         except (ValueError, IndexError):
-            if strict:
-                raise RunDirError(f"{where()}: cannot read {words[0]} line: {line!r}") from None
+            raise RunDirError(f"{where()}: cannot read {words[0]} line: {line!r}") from None
     return Dag(path, nodes, parents, maxjobs, env_get, services, status_file)
+
+
+_NODE_LINES = {"JOB", "SUBDAG", "DONE", "NODE_STATUS_FILE"}  # what read_nodes reads, and VARS
+
+
+def read_nodes(path: Path) -> Dag:
+    """The nodes of a .dag file as `status` needs them, read leniently and fast (10^5
+    nodes in a quarter of a second): JOB, SUBDAG EXTERNAL, DONE and NODE_STATUS_FILE
+    lines, and each VARS line's pairs unchecked (`DagNode.vars` reads what it can).
+    Dependencies, scripts and retries are not read; a line it cannot read is skipped."""
+    nodes: dict[str, DagNode] = {}
+    resolved: dict[str, Path] = {}  # a stage's nodes share one .sub: one Path for all
+    status_file, dag_name = None, path.name
+    for line in _read(path, strict=False):
+        words = line.split(None, 2)  # VARS lines, the most, need no more than this
+        if len(words) < 2:
+            continue
+        keyword = words[0].upper()
+        if keyword == "VARS":
+            node = nodes.get(words[1])
+            if node is not None and len(words) == 3:
+                node.vars_texts.append(words[2].strip())
+            continue
+        if keyword not in _NODE_LINES:  # RETRY, PARENT, SCRIPT, ...
+            continue
+        words = line.split()
+        if keyword == "JOB" and len(words) >= 3:
+            if words[2] not in resolved:
+                resolved[words[2]] = _resolve(path, words[2])
+            submit = resolved[words[2]]
+            done = any(word.upper() == "DONE" for word in words[3:])
+            nodes[words[1]] = DagNode(words[1], submit, dag_name, done=done)
+        elif keyword == "SUBDAG" and len(words) >= 4 and words[1].upper() == "EXTERNAL":
+            done = any(word.upper() == "DONE" for word in words[4:])
+            subdag = _resolve(path, words[3])
+            nodes[words[2]] = DagNode(words[2], None, dag_name, subdag=subdag, done=done)
+        elif keyword == "DONE" and words[1] in nodes:
+            nodes[words[1]].done = True
+        elif keyword == "NODE_STATUS_FILE":
+            status_file = Path(words[1])
+    return Dag(path, nodes, {}, {}, status_file=status_file)
 
 
 def vars_texts(path: Path, wanted: set[str]) -> dict[str, str]:
     """The VARS pairs of the `wanted` JOB nodes of a DAG file, as written (a node's part of
     its fingerprint), read leniently: the lines `parse_dag` reads as JOB and VARS, without
     parsing each value (a rebuild reads 10^5 of them)."""
-    texts: dict[str, str] = {}
     try:
-        dag_lines = _read(path, strict=False)
+        nodes = read_nodes(path).nodes
     except RunDirError:
-        return texts
-    for line in dag_lines:
-        words = line.split(None, 2)
-        if len(words) < 2:
-            continue
-        keyword = words[0].upper()
-        if keyword == "JOB" and words[1] in wanted:
-            texts[words[1]] = ""
-        elif keyword == "VARS" and len(words) == 3 and words[1] in texts:
-            texts[words[1]] += words[2].strip()
-    return texts
+        return {}
+    return {
+        name: "".join(node.vars_texts)
+        for name, node in nodes.items()
+        if name in wanted and node.submit is not None
+    }
 
 
 def _resolve(dag: Path, name: str) -> Path:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def _read_text(path: Path) -> str:
 
 def _read_dag(path: Path) -> Dag:
     """The nodes of a .dag file, read leniently: what status does not need is skipped."""
-    return rundir.parse_dag(path, strict=False)
+    return rundir.read_nodes(path)
 
 
 def read_stages(path: Path) -> dict[str, list[str]]:
@@ -209,7 +210,9 @@ def _layout(paths: _Paths, top: Dag, config: dict[str, list[str]]) -> list[_Stag
     stems: dict[Path, str] = {}
     for node in top.nodes.values():
         name = _stage_of(node, config, stems)
-        stage = stages.setdefault(name, _Stage(name, [], []))  # a node no stage owns
+        stage = stages.get(name)
+        if stage is None:  # a node no stage owns
+            stage = stages[name] = _Stage(name, [], [])
         if node.subdag is None:
             stage.jobs.append(node)
             continue
@@ -273,6 +276,18 @@ def _str(ad: dict[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+# a node's count under DAGMan by its NodeStatus, unless its job is submitted
+_DAGMAN_COUNTS = {
+    STATUS_NOT_READY: "idle",
+    STATUS_READY: "idle",
+    STATUS_PRERUN: "idle",  # the job is not submitted yet
+    STATUS_POSTRUN: "running",
+    STATUS_DONE: "done",
+    STATUS_ERROR: "failed",
+    STATUS_FUTILE: "futile",
+}
+
+
 def _dagman_state(ad: dict[str, Any]) -> str:
     """A node's count under DAGMan (one of COUNTS) from its NodeStatus ad."""
     status = _int(ad, "NodeStatus", -1)
@@ -281,15 +296,7 @@ def _dagman_state(ad: dict[str, Any]) -> str:
             return "held"
         details = _str(ad, "StatusDetails")
         return {"not_idle": "running", "idle": "idle"}.get(details, "queued")
-    return {
-        STATUS_NOT_READY: "idle",
-        STATUS_READY: "idle",
-        STATUS_PRERUN: "idle",  # the job is not submitted yet
-        STATUS_POSTRUN: "running",
-        STATUS_DONE: "done",
-        STATUS_ERROR: "failed",
-        STATUS_FUTILE: "futile",
-    }.get(status, "unknown")
+    return _DAGMAN_COUNTS.get(status, "unknown")
 
 
 def _runner_lock(run_dir: Path) -> tuple[bool, int | None]:
@@ -329,9 +336,9 @@ class _Builder:
         status = self.result[stage.name] = StageStatus(stage.name, total)
         return status
 
-    def count(self, status: StageStatus, state: str) -> None:
-        """Add one node in `state` (one of COUNTS)."""
-        setattr(status, state, getattr(status, state) + 1)
+    def count(self, status: StageStatus, state: str, nodes: int = 1) -> None:
+        """Add `nodes` nodes in `state` (one of COUNTS)."""
+        setattr(status, state, getattr(status, state) + nodes)
 
     def fail(self, stage: str, node: DagNode, dag_dir: Path, reason: str) -> None:
         """Record a failed node with its stderr file and tail."""
@@ -381,15 +388,18 @@ def _dagman(run_dir: Path, paths: _Paths, top: Dag, stages: list[_Stage]) -> Run
         started = sub_state in (STATUS_SUBMITTED, STATUS_POSTRUN, STATUS_DONE, STATUS_ERROR)
         expanded = stage.inner is not None and started
         status = build.stage(stage, expanded)
+        tally: Counter[str] = Counter()
         for node in stage.jobs:
             ad = top_ads.get(node.name)
             state = _dagman_state(ad) if ad is not None else "unknown"
-            build.count(status, state)
+            tally[state] += 1
             if state == "held":
                 build.held.append((stage.name, node, top.path.parent))
             if state == "failed":
                 assert ad is not None
                 build.fail(stage.name, node, top.path.parent, _str(ad, "StatusDetails"))
+        for state, count in tally.items():
+            build.count(status, state, count)
         if stage.subdag is None:
             continue
         sub_ad = top_ads.get(stage.subdag.name, {})
