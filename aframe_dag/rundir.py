@@ -25,7 +25,7 @@ U+0085 or a form feed, at which str.splitlines() would also split.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -45,6 +45,7 @@ NODE_STATUS = "aframe.status"  # DAGMan's NODE_STATUS_FILE of aframe.dag
 FINGERPRINTS = "fingerprints.json"  # a build's fingerprints; STAGE.fingerprints.json an expand's
 COMPLETED = f"{STATE}/completed.json"  # successes harvested by the builds so far
 SCRATCH = f"{STATE}/scratch"  # where run-local runs jobs without a shared filesystem
+IMAGE_HASHES = f"{STATE}/image-hashes.json"  # `report`'s sha256 of each image
 
 
 def tasks_file(stage: str) -> str:
@@ -98,6 +99,15 @@ def read_record(path: Path, strict: bool = False) -> dict[str, Event]:
         elif kind == "failed":
             events[words[1]] = Event("failed", _time(words[2]) if len(words) == 3 else None)
     return events
+
+
+def record_events(path: Path) -> Iterator[tuple[str, str, float | None]]:
+    """Every event of a record in order, (start|done|failed, KEY, TIME), for `report`;
+    TIME is None on a torn line."""
+    for line in lines(path):
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("start", "done", "failed"):
+            yield words[0], words[1], _time(words[2]) if len(words) == 3 else None
 
 
 def done_times(events: dict[str, Event]) -> dict[str, float]:
@@ -226,38 +236,139 @@ class Hold(NamedTuple):
     subcode: int | None  # HoldReasonSubCode
 
 
-def read_holds(log: Path) -> dict[str, Hold]:
-    """The jobs held now, by DAG node, from a node log (a job's `log`: HTCondor's job
-    event log, read by its own parser); {} if it cannot be read. A node's last SUBMIT
-    ("DAG Node: NAME" in its LogNotes) names its job, held if a HOLD is not followed by
-    a RELEASE, TERMINATE or ABORT."""
+class JobEvent(NamedTuple):
+    """One event of a DAG node's job, from a node log (or a JOBSTATE_LOG)."""
+
+    node: str  # the DAG node whose job it is ("DAG Node: NAME" of the job's SUBMIT)
+    job: str  # CLUSTER.PROC
+    kind: str  # submit, execute, evicted, held, released, terminated or aborted
+    when: float  # epoch seconds
+    code: int | None = None  # terminated: exit code (None: killed by a signal); held: code
+    subcode: int | None = None  # held: HoldReasonSubCode
+    text: str = ""  # held, aborted: HTCondor's reason; submit: the submitting schedd
+    memory: int | None = None  # terminated: MemoryUsage (MB)
+    request_memory: int | None = None  # terminated: RequestMemory (MB)
+    disk: int | None = None  # terminated: DiskUsage (KB)
+    request_disk: int | None = None  # terminated: RequestDisk (KB)
+
+
+def job_events(log: Path, strict: bool = False) -> list[JobEvent]:
+    """The events of DAG nodes' jobs in a node log (a job's `log`: HTCondor's job event
+    log, read by its own parser, htcondor2.JobEventLog), in order; a job no DAG node
+    submitted is left out. A log that is not there has none. One that cannot be read:
+    `strict`, an error naming it; else its events up to where it stops being readable."""
     if not log.is_file():  # never block on a pipe
-        return {}
+        if strict and log.exists():
+            raise RunDirError(f"{log}: not a file (a job event log was expected)")
+        return []
     import htcondor2  # here: commands start faster without it, and few runs need it
 
     kind = htcondor2.JobEventType
-    ended = (kind.JOB_RELEASED, kind.JOB_TERMINATED, kind.JOB_ABORTED)
-    nodes: dict[str, str] = {}  # node name -> job id
-    holds: dict[str, Hold] = {}  # job id -> its hold
+    names = {
+        kind.EXECUTE: "execute", kind.JOB_EVICTED: "evicted", kind.JOB_HELD: "held",
+        kind.JOB_RELEASED: "released", kind.JOB_TERMINATED: "terminated",
+        kind.JOB_ABORTED: "aborted",
+    }  # fmt: skip
+    nodes: dict[str, str] = {}  # job id -> its node
+    events: list[JobEvent] = []
     try:
         for event in htcondor2.JobEventLog(str(log)).events(stop_after=0):
             job = f"{event.cluster}.{event.proc}"
             if event.type == kind.SUBMIT:
                 notes = str(event.get("LogNotes", ""))
                 if notes.startswith("DAG Node: "):
-                    nodes[notes.removeprefix("DAG Node: ").strip()] = job
-            elif event.type == kind.JOB_HELD:
+                    node = nodes[job] = notes.removeprefix("DAG Node: ").strip()
+                    host = str(event.get("SubmitHost", ""))
+                    events.append(JobEvent(node, job, "submit", event.timestamp, text=host))
+                continue
+            name = names.get(event.type)
+            if name is None or job not in nodes:
+                continue
+            node, when = nodes[job], event.timestamp
+            if name == "terminated":
+                code = event.get("ReturnValue") if event.get("TerminatedNormally") else None
+                events.append(JobEvent(
+                    node, job, name, when, _int(code), memory=_int(event.get("MemoryUsage")),
+                    request_memory=_int(event.get("RequestMemory")),
+                    disk=_int(event.get("DiskUsage")), request_disk=_int(event.get("RequestDisk")),
+                ))  # fmt: skip
+            elif name == "held":
                 code, subcode = event.get("HoldReasonCode"), event.get("HoldReasonSubCode")
-                holds[job] = Hold(
-                    job, str(event.get("HoldReason", "")),
-                    code if isinstance(code, int) else None,
-                    subcode if isinstance(subcode, int) else None,
-                )  # fmt: skip
-            elif event.type in ended:
-                holds.pop(job, None)
-    except (OSError, ValueError, htcondor2.HTCondorException):
-        pass  # not an event log, or an event the bindings cannot read: what came before stands
-    return {name: holds[job] for name, job in nodes.items() if job in holds}
+                reason = str(event.get("HoldReason", ""))
+                events.append(JobEvent(node, job, name, when, _int(code), _int(subcode), reason))
+            elif name == "aborted":
+                events.append(JobEvent(node, job, name, when, text=str(event.get("Reason", ""))))
+            else:
+                events.append(JobEvent(node, job, name, when))
+    except (OSError, ValueError, htcondor2.HTCondorException) as exc:
+        if strict:
+            raise RunDirError(f"{log}: cannot read this job event log: {exc}") from None
+        # not an event log, or an event the bindings cannot read: what came before stands
+    return events
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_holds(log: Path) -> dict[str, Hold]:
+    """The jobs held now, by DAG node, from a node log ({} if it cannot be read). A node's
+    last SUBMIT names its job, held if a HOLD is not followed by a RELEASE, TERMINATE or
+    ABORT."""
+    jobs: dict[str, str] = {}  # node name -> job id
+    holds: dict[str, Hold] = {}  # job id -> its hold
+    for event in job_events(log):
+        if event.kind == "submit":
+            jobs[event.node] = event.job
+        elif event.kind == "held":
+            holds[event.job] = Hold(event.job, event.text, event.code, event.subcode)
+        elif event.kind in ("released", "terminated", "aborted"):
+            holds.pop(event.job, None)
+    return {name: holds[job] for name, job in jobs.items() if job in holds}
+
+
+# JOBSTATE_LOG events of a node's job, as `job_events` names them (JOB_SUCCESS and
+# JOB_FAILURE: its termination, with the exit code DAGMan saw)
+_JOBSTATE_JOB = {
+    "SUBMIT": "submit", "EXECUTE": "execute", "JOB_EVICTED": "evicted", "JOB_HELD": "held",
+    "JOB_RELEASED": "released", "JOB_ABORTED": "aborted", "JOB_SUCCESS": "terminated",
+    "JOB_FAILURE": "terminated",
+}  # fmt: skip
+
+
+def jobstate_history(path: Path) -> list[JobEvent]:
+    """The job events of a JOBSTATE_LOG in order, as `job_events` gives a node log's: times
+    in whole seconds, no hold reasons, memory or disk (the log has none). A job is named
+    by its node's last SUBMIT; the JOB_FAILURE of a removed job (after its JOB_ABORTED)
+    is no termination."""
+    events: list[JobEvent] = []
+    jobs: dict[str, str] = {}  # node -> its job's id
+    aborted: set[str] = set()
+    for line in lines(path):
+        words = line.split()
+        if len(words) < 4 or words[2] not in _JOBSTATE_JOB or not words[0].isdigit():
+            continue
+        node, kind, code = words[1], _JOBSTATE_JOB[words[2]], None
+        if kind == "submit":
+            jobs[node] = ".".join(words[3].split(".")[:2])  # 443.0 as the node log's 443.0
+            aborted.discard(node)
+        elif kind == "aborted":
+            aborted.add(node)
+        elif kind == "terminated":
+            if node in aborted:
+                continue
+            code = int(words[3]) if words[3].lstrip("-").isdigit() else None
+        events.append(JobEvent(node, jobs.get(node, ""), kind, float(words[0]), code))
+    return events
+
+
+def dagman_version(path: Path) -> str | None:
+    """The HTCondor version that a .dagman.out's DAGMan names ($CondorVersion: X), if any."""
+    for line in lines(path)[:100]:
+        found = re.search(r"\$CondorVersion: (\S+)", line)
+        if found:
+            return found[1]
+    return None
 
 
 # --- DAG files ------------------------------------------------------------------
@@ -423,10 +534,10 @@ def read_nodes(path: Path) -> Dag:
             if words[2] not in resolved:
                 resolved[words[2]] = _resolve(path, words[2])
             submit = resolved[words[2]]
-            done = any(word.upper() == "DONE" for word in words[3:])
+            done = len(words) > 3 and "DONE" in [word.upper() for word in words[3:]]
             nodes[words[1]] = DagNode(words[1], submit, dag_name, done=done)
         elif keyword == "SUBDAG" and len(words) >= 4 and words[1].upper() == "EXTERNAL":
-            done = any(word.upper() == "DONE" for word in words[4:])
+            done = "DONE" in [word.upper() for word in words[4:]]
             subdag = _resolve(path, words[3])
             nodes[words[2]] = DagNode(words[2], None, dag_name, subdag=subdag, done=done)
         elif keyword == "DONE" and words[1] in nodes:
@@ -440,15 +551,21 @@ def vars_texts(path: Path, wanted: set[str]) -> dict[str, str]:
     """The VARS pairs of the `wanted` JOB nodes of a DAG file, as written (a node's part of
     its fingerprint), read leniently: the lines `parse_dag` reads as JOB and VARS, without
     parsing each value (a rebuild reads 10^5 of them)."""
+    texts: dict[str, str] = {}
     try:
-        nodes = read_nodes(path).nodes
+        dag_lines = _read(path, strict=False)
     except RunDirError:
-        return {}
-    return {
-        name: "".join(node.vars_texts)
-        for name, node in nodes.items()
-        if name in wanted and node.submit is not None
-    }
+        return texts
+    for line in dag_lines:  # as read_nodes reads them, with no object per node
+        words = line.split(None, 2)
+        if len(words) < 2:
+            continue
+        keyword = words[0].upper()
+        if keyword == "JOB" and words[1] in wanted:
+            texts[words[1]] = ""
+        elif keyword == "VARS" and len(words) == 3 and words[1] in texts:
+            texts[words[1]] += words[2].strip()
+    return texts
 
 
 def _resolve(dag: Path, name: str) -> Path:
