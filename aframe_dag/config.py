@@ -302,6 +302,11 @@ class Source:
                 return self.lines[keys[:n]]
         return self.path
 
+    def at(self, keys: Sequence[Any]) -> str:
+        """`file:line: key.path` of `keys`, or `--set key.path` alone when that set it."""
+        where, path = self.where(keys), ".".join(map(str, keys))
+        return where if where == f"--set {path}" else f"{where}: {path}"
+
 
 class LoadedConfig:
     """A validated config and where its keys came from."""
@@ -312,8 +317,7 @@ class LoadedConfig:
 
     def error(self, keys: Sequence[Any], message: str) -> ConfigError:
         """A ConfigError naming the file:line and key path of `keys`."""
-        path = ".".join(map(str, keys))
-        return ConfigError(f"{self.source.where(keys)}: {path}: {message}")
+        return ConfigError(f"{self.source.at(keys)}: {message}")
 
 
 # --- YAML with line numbers -------------------------------------------------
@@ -340,6 +344,11 @@ def _line_map(node: yaml.Node, path: str) -> dict[tuple[Any, ...], str]:
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    raise ConfigError(
+                        f"{path}:{key.start_mark.line + 1}: a key must be a plain value, "
+                        "not a mapping or list (quote a value that starts with `{{`)"
+                    )
                 name = key.value
                 if name in seen:
                     raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {name!r}")
@@ -480,14 +489,14 @@ def interpolate_env(
         if default is not None:
             return default
         raise ConfigError(
-            f"{source.where(keys)}: {key}: environment variable {name} is not set "
+            f"{source.at(keys)}: environment variable {name} is not set "
             f"(export it, pass --set {key}=VALUE, or write ${{env:{name}:-default}})"
         )
 
     result = ENV_REF.sub(replace, data)
     if "${env:" in result:
         raise ConfigError(
-            f"{source.where(keys)}: {'.'.join(map(str, keys))}: malformed "
+            f"{source.at(keys)}: malformed "
             f"${{env:...}} reference in {data!r}"
         )
     return result
@@ -516,6 +525,7 @@ def apply_override(data: dict[str, Any], assignment: str, source: Source) -> Non
         value = yaml.safe_load(raw) if raw.strip() else ""
     except (yaml.YAMLError, ValueError, RecursionError):
         raise ConfigError(f"--set {key}: value is not valid YAML: {raw!r}") from None
+    _check_stage_name(data, keys, key)
     node: Any = data
     path: list[Any] = []
     for name in keys[:-1]:
@@ -527,6 +537,19 @@ def apply_override(data: dict[str, Any], assignment: str, source: Source) -> Non
     node, last = _step(node, keys[-1], key)
     node[last] = value
     source.overridden.add((*path, last))
+
+
+def _check_stage_name(data: dict[str, Any], keys: list[str], key: str) -> None:
+    """`--set stages.NAME.KEY` naming no stage but one near it is a typo: a new stage
+    starts with its command (`--set stages.NEW.command=...`)."""
+    stages = data.get("stages")
+    if keys[0] != "stages" or len(keys) < 3 or keys[2] == "command":
+        return
+    if not isinstance(stages, dict) or keys[1] in stages:
+        return
+    hint = difflib.get_close_matches(keys[1], [str(name) for name in stages], n=1)
+    if hint:
+        raise ConfigError(f"--set {key}: no stage {keys[1]!r}; did you mean {hint[0]!r}?")
 
 
 def _step(node: Any, name: str, key: str) -> tuple[Any, Any]:
@@ -547,8 +570,7 @@ def validate(data: dict[str, Any], source: Source) -> Config:
     try:
         return schema.validate(Config, data)
     except schema.SchemaError as exc:
-        where = source.where(exc.path)
-        raise ConfigError(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}") from None
+        raise ConfigError(f"{source.at(exc.path)}: {exc.message}") from None
 
 
 def load_config(

@@ -38,7 +38,13 @@ class QuotingError(AframeDagError):
 
 
 class RenderError(AframeDagError):
-    """A command or path template fails to render."""
+    """A command or path template fails to render. `key` is the template's config key
+    (`stages.train.command`), which the message starts with: where the config's source
+    is known, its file:line is put before it."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class RunDirError(AframeDagError):

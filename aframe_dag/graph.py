@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from aframe_dag.errors import GraphError
 
 
-def _unknown(name: str, known: Iterable[str], what: str) -> GraphError:
+def unknown_stage(name: str, known: Iterable[str], what: str) -> GraphError:
+    """`WHAT: unknown stage NAME`, with the nearest stage of `known`."""
     hint = difflib.get_close_matches(name, list(known), n=1)
     suffix = f"; did you mean {hint[0]!r}?" if hint else ""
     return GraphError(f"{what}: unknown stage {name!r}{suffix}")
@@ -28,7 +29,7 @@ def check_dependencies(
             if parent == stage:
                 raise GraphError(f"{key}: a stage cannot depend on itself")
             if parent not in after:
-                raise _unknown(parent, after, key)
+                raise unknown_stage(parent, after, key)
     cycle = find_cycle(after)
     if cycle:
         raise GraphError(f"{where(cycle[0])}dependency cycle: " + " -> ".join(cycle))
@@ -91,7 +92,7 @@ def with_ancestors(after: Mapping[str, Sequence[str]], targets: Sequence[str]) -
     todo = list(targets)
     for target in targets:
         if target not in after:
-            raise _unknown(target, after, "--target")
+            raise unknown_stage(target, after, "--target")
     while todo:
         stage = todo.pop()
         if stage not in selected:

@@ -6,6 +6,7 @@ Nothing here touches the disk except reading the packaged templates.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import functools
 import re
 from collections.abc import Iterator, Mapping
@@ -360,17 +361,39 @@ def _render(env: ConfigSandbox, source: str, context: Mapping[str, Any], where: 
         chunks = template.root_render_func(template.new_context(dict(context)))
         return env.concat(_bounded_output(chunks))
     except RenderError as exc:
-        raise RenderError(f"{where}: {exc}") from None
+        raise RenderError(f"{where}: {exc}", where) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise RenderError(f"{where}: template syntax error: {exc.message}") from None
-    except (jinja2.UndefinedError, SecurityError) as exc:
-        raise RenderError(f"{where}: {exc.message}") from None
+        raise RenderError(f"{where}: template syntax error: {exc.message}", where) from None
+    except jinja2.UndefinedError as exc:
+        raise RenderError(f"{where}: {_undefined(source, context, exc)}", where) from None
+    except SecurityError as exc:
+        raise RenderError(f"{where}: {exc.message}", where) from None
     except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
-        raise RenderError(f"{where}: {exc}") from None
+        raise RenderError(f"{where}: {exc}", where) from None
     except MemoryError:
         raise TemplateLimit(f"{where}: the template needs more memory than there is") from None
     finally:
         _steps.reset(token)
+
+
+def _undefined(source: str, context: Mapping[str, Any], exc: jinja2.UndefinedError) -> str:
+    """Jinja's message for an undefined name, with the name as the template spells it
+    (`params.nn`) and the nearest name that is defined."""
+    message = exc.message or "undefined"
+    if match := re.fullmatch(r"'(\w+)' is undefined", message):
+        hint = difflib.get_close_matches(match[1], [str(k) for k in context], n=1)
+        return f"{message}; did you mean {hint[0]}?" if hint else message
+    match = re.search(r"has no (?:attribute|element) '(\w+)'$", message)
+    found = match and re.search(rf"\b((?:[A-Za-z_]\w*\.)+){match[1]}\b", source)
+    if not match or not found:
+        return message
+    parent, value = found[1].rstrip("."), context
+    for step in parent.split("."):
+        value = value.get(step) if isinstance(value, Mapping) else None
+    known = [str(k) for k in value] if isinstance(value, Mapping) else []
+    hint = difflib.get_close_matches(match[1], known, n=1)
+    suggestion = f"; did you mean {parent}.{hint[0]}?" if hint else ""
+    return f"{parent}.{match[1]} is undefined{suggestion}"
 
 
 def _bounded_output(chunks: Iterator[Any]) -> Iterator[Any]:

@@ -32,13 +32,17 @@ def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None =
     condor = config.condor
     image_dir = condor.image_dir or None
     stages = {}
+    images: dict[tuple[str, ...], str | None] = {}  # key: the full path
     for name, stage in config.stages.items():
         service = stage.service
         if service is not None:
             keys = ("stages", name, "service", "image")
-            service = replace(service, image=_image(loaded, keys, service.image, image_dir))
-        image = _image(loaded, ("stages", name, "image"), stage.image, image_dir)
-        stages[name] = replace(stage, image=image, service=service)
+            images[keys] = _image(loaded, keys, service.image, image_dir)
+            service = replace(service, image=images[keys])
+        keys = ("stages", name, "image")
+        images[keys] = _image(loaded, keys, stage.image, image_dir)
+        stages[name] = replace(stage, image=images[keys], service=service)
+    _check_images(loaded, images)
     for section in ("wandb", "remote"):
         settings = getattr(config, section)
         for i, name in enumerate(settings.stages if settings.enabled else []):
@@ -58,7 +62,8 @@ def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None =
 def _image(
     loaded: LoadedConfig, keys: tuple[str, ...], image: str | None, image_dir: str | None
 ) -> str | None:
-    """An image as a full path (or URL); an error naming the key if it is not there."""
+    """An image as a full path (or URL), as written in host-command modes; an error naming
+    the key if it is required and not set (`_check_images` looks for it)."""
     mode = loaded.config.condor.container
     if MODES[mode].host_commands:
         return image
@@ -74,11 +79,24 @@ def _image(
                 "(--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)",
             )
         image = str(Path(image_dir, image))
-    image = str(write.absolute(quoting.check_value(image, ".".join(keys))))
-    # a .sif file, or an unpacked image dir (as on /cvmfs/singularity.opensciencegrid.org)
-    if not Path(image).exists():
-        raise loaded.error(keys, f"no such image: {image}")
-    return image
+    return str(write.absolute(quoting.check_value(image, ".".join(keys))))
+
+
+def _check_images(loaded: LoadedConfig, images: dict[tuple[str, ...], str | None]) -> None:
+    """Every image is there: a .sif file, or an unpacked image dir (as on
+    /cvmfs/singularity.opensciencegrid.org). All that are not are named in one error."""
+    if MODES[loaded.config.condor.container].host_commands:
+        return  # no image runs
+    missing: dict[str, list[tuple[str, ...]]] = {}  # path: the keys naming it
+    for keys, image in images.items():
+        if image and "://" not in image and not Path(image).exists():
+            missing.setdefault(image, []).append(keys)
+    if not missing:
+        return
+    (first, keys), *others = missing.items()
+    also = [f"{path} ({'.'.join(named[0])})" for path, named in others]
+    more = f"; also missing: {', '.join(also)}" if also else ""
+    raise loaded.error(keys[0], f"no such image: {first}{more}")
 
 
 WANDB_ENV = {

@@ -12,7 +12,7 @@ from typing import Any
 from aframe_dag import completion, fanout, graph, preflight, render, rundir, secrets, write
 from aframe_dag.config import NAME, Config, LoadedConfig, dump_config, load_config, read_yaml
 from aframe_dag.dagtext import DAGMAN_CONFIG, dag_text, python_for_scripts, stage_dag_text
-from aframe_dag.errors import ConfigError, FanoutError, GraphError, RunDirError
+from aframe_dag.errors import ConfigError, FanoutError, RenderError, RunDirError
 from aframe_dag.judge import judge, ok_nodes, settle
 from aframe_dag.plan import Plan, StagePlan
 from aframe_dag.resolve import resolve, template_context
@@ -110,7 +110,24 @@ def make_plan(
     With `state` (successes harvested from the run dir), nodes are judged complete or
     not; a stage whose fan-out input exists expands at build only if everything
     upstream is complete (else the input may still change: it expands at run time).
+    A template that fails to render is named with its file:line.
     """
+    try:
+        return _make_plan(loaded, run_dir, targets, state, rerun)
+    except RenderError as exc:
+        if exc.key is None:
+            raise
+        reason = str(exc).removeprefix(f"{exc.key}: ")
+        raise RenderError(f"{loaded.source.at(exc.key.split('.'))}: {reason}") from None
+
+
+def _make_plan(
+    loaded: LoadedConfig,
+    run_dir: Path,
+    targets: list[str] | tuple[str, ...],
+    state: completion.State | None,
+    rerun: list[str] | tuple[str, ...],
+) -> Plan:
     config = loaded.config
     after = {name: stage.after for name, stage in config.stages.items()}
     graph.check_dependencies(
@@ -119,7 +136,7 @@ def make_plan(
     selected = graph.with_ancestors(after, targets) if targets else set(after)
     for name in rerun:
         if name not in after:
-            raise GraphError(f"--rerun: unknown stage {name!r}")
+            raise graph.unknown_stage(name, after, "--rerun")
     forced = {n for n in after if graph.with_ancestors(after, [n]) & set(rerun)}
     config = resolve(loaded, run_dir)
     plans: dict[str, StagePlan] = {}

@@ -143,6 +143,23 @@ def test_missing_image(tmp_path: Path, image_dir: Path, ligo_env: None) -> None:
     assert f"{SANDBOX}:" in line
 
 
+def test_every_missing_image_is_named_in_one_error(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    for name in ("train.sif", "tritonserver.sif", "plots.sif"):
+        (image_dir / name).unlink()
+    line = fails(
+        "build", str(SANDBOX), "--run-dir", str(tmp_path / "r"), "--image-dir", str(image_dir)
+    )
+    lines = SANDBOX.read_text().split("\n")
+    train = next(n for n, text in enumerate(lines, 1) if text.strip() == "image: train.sif")
+    assert line == (
+        f"Error: {SANDBOX}:{train}: stages.train.image: no such image: {image_dir}/train.sif; "
+        f"also missing: {image_dir}/tritonserver.sif (stages.infer.service.image), "
+        f"{image_dir}/plots.sif (stages.sensitive_volume.image)"
+    )
+
+
 def test_no_image_dir(tmp_path: Path, ligo_env: None) -> None:
     line = fails("build", str(SANDBOX), "--run-dir", str(tmp_path / "r"))
     assert "no image dir is set (--image-dir, condor.image_dir or AFRAME_CONTAINER_ROOT)" in line
@@ -162,16 +179,70 @@ def test_run_dir_with_spaces_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "my run").exists()
 
 
-def test_unknown_item_field_names_the_stage(tmp_path: Path) -> None:
+def command_line(path: Path) -> int:
+    """The line of a host_config's only command."""
+    return next(n for n, line in enumerate(path.read_text().split("\n"), 1) if "command:" in line)
+
+
+def test_unknown_item_field_names_the_stage_and_its_line(tmp_path: Path) -> None:
     stages = {"a": {"command": "echo {{ item.strat }}", "foreach": {"count": {"num_jobs": 2}}}}
-    line = fails("build", str(host_config(tmp_path, stages)), "--run-dir", str(tmp_path / "r"))
-    assert line == "Error: stages.a.command: stage a: item has no field 'strat' (fields: index)"
+    path = host_config(tmp_path, stages)
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
+    assert line == (
+        f"Error: {path}:{command_line(path)}: stages.a.command: stage a: item has no field "
+        "'strat' (fields: index)"
+    )
 
 
-def test_undefined_param_names_the_stage(tmp_path: Path) -> None:
-    stages = {"a": {"command": "echo {{ params.missing }}"}}
-    line = fails("build", str(host_config(tmp_path, stages)), "--run-dir", str(tmp_path / "r"))
-    assert line == "Error: stages.a.command: 'dict object' has no attribute 'missing'"
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{{ params.missing }}", "params.missing is undefined"),
+        ("{{ params.highpas }}", "params.highpas is undefined; did you mean params.highpass?"),
+        ("{{ params.band.lowx }}", "params.band.lowx is undefined; did you mean params.band.low?"),
+        ("{{ param.highpass }}", "'param' is undefined; did you mean params?"),
+        ("{{ params['nope'] }}", "'dict object' has no attribute 'nope'"),  # as Jinja says it
+    ],
+)
+def test_an_undefined_name_is_named_with_its_file_line_and_nearest_name(
+    tmp_path: Path, template: str, message: str
+) -> None:
+    params = {"highpass": 32, "band": {"low": 20, "high": 500}}
+    path = host_config(tmp_path, {"a": {"command": f"echo {template}"}}, params)
+    line = fails("build", str(path), "--run-dir", str(tmp_path / "r"))
+    assert line == f"Error: {path}:{command_line(path)}: stages.a.command: {message}"
+
+
+def test_an_undefined_name_in_a_set_command_is_named_with_the_set(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"a": {"command": "echo"}}, {"highpass": 32})
+    args = ("--run-dir", str(tmp_path / "r"), "--set", "stages.a.command=echo {{ params.hp }}")
+    line = fails("build", str(path), *args)
+    assert line == "Error: --set stages.a.command: params.hp is undefined"
+
+
+def test_a_set_naming_a_stage_that_is_not_there_suggests_the_nearest(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"train": {"command": "echo"}})
+    run = ("--run-dir", str(tmp_path / "r"))
+    line = fails("build", str(path), *run, "--set", "stages.trian.resources.gpus=2")
+    suggestion = "no stage 'trian'; did you mean 'train'?"
+    assert line == f"Error: --set stages.trian.resources.gpus: {suggestion}"
+    line = fails("build", str(path), *run, "--rerun", "trian")
+    assert line == "Error: --rerun: unknown stage 'trian'; did you mean 'train'?"
+    # a new stage is made by its command first, then set like any other
+    new = ["--set", "stages.trains.command=echo", "--set", "stages.trains.retry=1"]
+    code, _, err = run_cli("build", str(path), *run, *new)
+    assert code == 0, err
+    assert "RETRY trains 1" in (tmp_path / "r" / "aframe.dag").read_text()
+
+
+def test_a_template_that_yaml_reads_as_a_mapping_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = host_config(tmp_path, {"a": {"command": "echo"}})
+    args = ("--run-dir", str(tmp_path / "r"), "--set", "stages.a.command={{ params.x }}")
+    line = fails("build", str(path), *args)
+    assert line == (
+        "Error: --set stages.a.command:1: a key must be a plain value, not a mapping or list "
+        "(quote a value that starts with `{{`)"
+    )
 
 
 def test_empty_fanout_is_a_clear_error(tmp_path: Path) -> None:

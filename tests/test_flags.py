@@ -135,7 +135,7 @@ def test_dev_with_a_path_that_is_not_an_aframe_checkout_is_an_error(
     code, _, err = sandbox(tmp_path / "run", image_dir, "--dev-path", str(tmp_path))
     assert code == 1
     assert err.strip() == (
-        f"Error: --set dev.path: dev.path: {tmp_path} (dev.path) is not an aframe checkout "
+        f"Error: --set dev.path: {tmp_path} (dev.path) is not an aframe checkout "
         "(no pyproject.toml naming aframe beside projects/)"
     )
 
