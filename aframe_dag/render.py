@@ -387,7 +387,8 @@ def _undefined(source: str, context: Mapping[str, Any], exc: jinja2.UndefinedErr
     found = match and re.search(rf"\b((?:[A-Za-z_]\w*\.)+){match[1]}\b", source)
     if not match or not found:
         return message
-    parent, value = found[1].rstrip("."), context
+    parent = found[1].rstrip(".")
+    value: Any = context
     for step in parent.split("."):
         value = value.get(step) if isinstance(value, Mapping) else None
     known = [str(k) for k in value] if isinstance(value, Mapping) else []

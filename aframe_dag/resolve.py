@@ -36,9 +36,9 @@ def resolve(loaded: LoadedConfig, run_dir: Path, env: Mapping[str, str] | None =
     for name, stage in config.stages.items():
         service = stage.service
         if service is not None:
-            keys = ("stages", name, "service", "image")
-            images[keys] = _image(loaded, keys, service.image, image_dir)
-            service = replace(service, image=images[keys])
+            service_keys = ("stages", name, "service", "image")
+            images[service_keys] = _image(loaded, service_keys, service.image, image_dir)
+            service = replace(service, image=images[service_keys])
         keys = ("stages", name, "image")
         images[keys] = _image(loaded, keys, stage.image, image_dir)
         stages[name] = replace(stage, image=images[keys], service=service)
@@ -93,10 +93,10 @@ def _check_images(loaded: LoadedConfig, images: dict[tuple[str, ...], str | None
             missing.setdefault(image, []).append(keys)
     if not missing:
         return
-    (first, keys), *others = missing.items()
+    (first, first_keys), *others = missing.items()
     also = [f"{path} ({'.'.join(named[0])})" for path, named in others]
     more = f"; also missing: {', '.join(also)}" if also else ""
-    raise loaded.error(keys[0], f"no such image: {first}{more}")
+    raise loaded.error(first_keys[0], f"no such image: {first}{more}")
 
 
 WANDB_ENV = {

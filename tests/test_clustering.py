@@ -218,12 +218,11 @@ def test_status_reads_the_dag_once_whatever_the_clustered_stages(
     run_dir = tmp_path / "run"
     build(config, run_dir)
     parsed: list[str] = []
-    real = rundir.parse_dag
-    monkeypatch.setattr(
-        rundir,
-        "parse_dag",
-        lambda path, strict=True: parsed.append(path.name) or real(path, strict),
-    )
+    for reader in ("parse_dag", "read_nodes"):
+        real = getattr(rundir, reader)
+        monkeypatch.setattr(
+            rundir, reader, lambda path, real=real: parsed.append(path.name) or real(path)
+        )
     text = status(run_dir)
     assert parsed == ["aframe.dag"], parsed
     assert text.count("0/3  jobs; 0/10 tasks") == 2, text
