@@ -6,6 +6,7 @@ option cost click's import and no more (no jinja2, yaml or htcondor).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -346,6 +347,33 @@ def graph(run_dir: str, output: str, collapse: int) -> None:
 
     picture.render(picture.to_dot(Path(run_dir), collapse), Path(output))
     click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("stages", nargs=-1, required=True)
+@click.option("--downstream", is_flag=True, help="Clean every stage after them too.")
+@click.option("--yes", is_flag=True, help="Do not ask (needed when not on a terminal).")
+def clean(run_dir: str, stages: tuple[str, ...], downstream: bool, yes: bool) -> None:
+    """Remove STAGES' declared outputs and forget their successes, so that the next build
+    runs them again. DAGMan's files are left alone."""
+    from aframe_dag import clean as cleaning
+
+    found = cleaning.plan_clean(run_dir, list(stages), downstream)
+    what = (
+        f"{len(found.outputs)} output file{'s' if len(found.outputs) != 1 else ''} and the "
+        f"records of success of {', '.join(found.stages)}"
+    )
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException(f"would remove {what}: pass --yes to do it")
+        for path in found.outputs[:5]:
+            click.echo(f"  {path}")
+        if len(found.outputs) > 5:
+            click.echo(f"  ... and {len(found.outputs) - 5} more")
+        click.confirm(f"Remove {what}?", abort=True)
+    cleaning.clean(found)
+    click.echo(f"removed {what}; build again to run them")
 
 
 @cli.command()

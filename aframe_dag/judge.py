@@ -48,7 +48,7 @@ def judge(
     assert not plan.runtime, "a run-time stage's nodes are judged when it expands"
     recipe, env = completion.submit_parts(plan.submit_text)
     image = completion.image_identity(plan.stage.image)
-    patterns = [_pattern(parts) for parts in output_paths(config, run_dir, plan)]
+    patterns = output_patterns(config, run_dir, plan)
     stage = completion.stage_fingerprint(recipe, env, image)
     names = plan.node_names()
     recorded = {n: state.nodes[n] for n in names if n in state.nodes}
@@ -123,6 +123,12 @@ def output_paths(config: Config, run_dir: Path, plan: StagePlan) -> list[list[qu
         render.render_value(template, context, f"stages.{plan.name}.outputs.{i}")
         for i, template in enumerate(plan.stage.outputs)
     ]
+
+
+def output_patterns(config: Config, run_dir: Path, plan: StagePlan) -> list[str]:
+    """Each `outputs` path of a stage as a format string, its item fields as {name}: a
+    node's paths are `pattern.format_map(item)`."""
+    return [_pattern(parts) for parts in output_paths(config, run_dir, plan)]
 
 
 def _pattern(parts: list[quoting.Part]) -> str:
