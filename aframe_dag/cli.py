@@ -313,12 +313,24 @@ def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
 
         with bar() as report:
             outcome = runner.run_local(run_dir, ids, jobs, report)
-    else:
-        outcome = runner.run_local(run_dir, ids, jobs, lambda message, _: click.echo(message))
+    else:  # a line per node that ends (a log, not a display)
+
+        def report(message: str, _: object) -> None:
+            if message.startswith(runner.ENDED):
+                click.echo(message)
+
+        outcome = runner.run_local(run_dir, ids, jobs, report)
     skipped = f", {outcome.skipped} already done" if outcome.skipped else ""
-    click.echo(f"{len(outcome.done)} nodes succeeded, {len(outcome.failed)} failed{skipped}")
+    not_run = f", {len(outcome.not_run)} not run" if outcome.not_run else ""
+    click.echo(
+        f"{len(outcome.done)} nodes succeeded, {len(outcome.failed)} failed{not_run}{skipped}"
+    )
     for key, message in outcome.failed:
         click.echo(f"  failed {key}: {message}", err=True)
+    if outcome.not_run:
+        names = ", ".join(key.split(":", 1)[1] for key in outcome.not_run[:5])
+        more = f" and {len(outcome.not_run) - 5} more" if len(outcome.not_run) > 5 else ""
+        click.echo(f"  not run (a node they need failed): {names}{more}", err=True)
     if outcome.interrupted:
         raise click.ClickException("interrupted; run again to resume")
     if outcome.failed:
@@ -384,7 +396,7 @@ def clean(run_dir: str, stages: tuple[str, ...], downstream: bool, yes: bool) ->
     type=click.IntRange(min=1),
     default=None,
     metavar="SECONDS",
-    help="Refresh every SECONDS until Ctrl-C.",
+    help="Refresh every SECONDS until the run ends (exit code 0 if it succeeded, 1 if not).",
 )
 def status(run_dir: str, as_json: bool, watch: int | None) -> None:
     """Where a DAGMan or local run stands, per stage; failed nodes with their stderr."""
@@ -403,6 +415,8 @@ def status(run_dir: str, as_json: bool, watch: int | None) -> None:
         click.echo(text)
         if not watch:
             return
+        if current.state in run_status.ENDED:
+            raise click.exceptions.Exit(0 if current.state == "done" else 1)
         time.sleep(watch)
 
 
@@ -425,7 +439,7 @@ def _completion(verdicts: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (for tests and console scripts)."""
     try:
-        cli.main(
+        code = cli.main(  # click returns an Exit's code here, else what the command did
             args=list(argv) if argv is not None else None,
             prog_name="aframe-dag",
             standalone_mode=False,
@@ -443,4 +457,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         click.echo("Aborted!", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0

@@ -149,9 +149,13 @@ class Transfer:
 
 @dataclass
 class Outcome:
-    done: list[str]
+    """What a run did. Nodes are job nodes: a sub-DAG node is its nodes (and its PRE
+    script, which decides them, is counted as a failure only when it fails)."""
+
+    done: list[str]  # succeeded in this run
     failed: list[tuple[str, str]]  # key, message (stderr path or reason)
-    skipped: int
+    skipped: int  # done before this run
+    not_run: list[str] = field(default_factory=list)  # a node they need failed
     interrupted: bool = False
 
 
@@ -166,6 +170,7 @@ class Progress:
 
 
 Report = Callable[[str, Progress], None]
+ENDED = ("done", "FAIL", "retry", "checkpoint")  # report messages of an attempt's end
 
 
 def parse_gpus(text: str | None, source: str = "--gpus") -> list[str]:
@@ -340,13 +345,14 @@ class Runner:
             self.children.setdefault(key, [])
             for parent in parents:
                 self.children.setdefault(parent, []).append(key)
-            self.counts["total"] += 1
+            job = node.subdag is None  # a sub-DAG node is not counted: its nodes are
+            self.counts["total"] += job
             # a success recorded before this DAG file was written belongs to an older
             # build (whose node may have changed since): the build's DONE decides then
             if node.done or self.recorded.get(key, -1.0) >= written:
                 task.state = "done"
-                self.counts["done"] += 1
-                self.outcome.skipped += 1
+                self.counts["done"] += job
+                self.outcome.skipped += job
         for key in keys:
             task = self.tasks[key]
             self.pending[key] = sum(self.tasks[p].state != "done" for p in task.parents)
@@ -362,11 +368,14 @@ class Runner:
             self.ready.append(key)
         self.ready_subdags += self.tasks[key].node.subdag is not None
 
-    def begin(self, dag: rundir.Dag) -> list[str]:
-        """Load a DAG, check its programs, start its services; return its nodes' keys."""
+    def begin(self, dag: rundir.Dag, first: bool = False) -> list[str]:
+        """Load a DAG, check its programs (and, the `first` DAG, its nodes' GPUs), start
+        its services; return its nodes' keys."""
         keys = self.load(dag)
         services = [Task(f"{dag.path.name}:{n}", node, dag, []) for n, node in dag.services.items()]
         self.check_programs(keys, services)
+        if first:
+            self.check_gpus(keys)
         if services and any(self.tasks[k].state != "done" for k in keys):
             self._start_services(services)
         return keys
@@ -407,6 +416,22 @@ class Runner:
                 )
                 raise RunError(f"{path}: executable {name} not found{hint}")
 
+    def check_gpus(self, keys: list[str]) -> None:
+        """Refuse, before anything runs, a node to run that asks for more GPUs than given
+        (a sub-DAG's nodes, decided at run time, fail one by one when they come)."""
+        short = {}
+        for key in keys:
+            task = self.tasks[key]
+            if task.state != "done" and task.node.submit is not None:
+                wanted = self._gpus(task)
+                if wanted > len(self.gpus):
+                    short[task.node.name] = wanted
+        if not short:
+            return
+        (name, wanted), *others = short.items()
+        also = f" (as do {len(others)} more node{'s' * (len(others) > 1)})" if others else ""
+        raise RunError(f"{name} asks for {wanted} GPU(s){also} {self._given()}; give it more")
+
     # --- running ----------------------------------------------------------------------
 
     def abort(self) -> None:
@@ -431,9 +456,7 @@ class Runner:
             self.outcome.interrupted = True
         for dag in list(self.services):
             self._stop_services(Path(dag))
-        for task in self.tasks.values():
-            if task.state == "blocked":
-                self.outcome.failed.append((task.key, "not run: a node it needs failed"))
+        self.outcome.not_run = [k for k, t in self.tasks.items() if t.state == "blocked"]
         return self.outcome
 
     def _deferred(self) -> list[float]:
@@ -490,10 +513,12 @@ class Runner:
                 return False
         wanted = self._gpus(task)
         if wanted > len(self.gpus):
-            raise RunError(
-                f"asks for {wanted} GPU(s) but run-local was given {len(self.gpus)} (--gpus)"
-            )
+            raise RunError(f"asks for {wanted} GPU(s) {self._given()}")
         return wanted <= len(self.free_gpus)
+
+    def _given(self) -> str:
+        ids = ",".join(self.gpus) or "none"
+        return f"but run-local was given {len(self.gpus)} (--gpus {ids})"
 
     def _pre_ready(self, task: Task) -> bool:
         """Run a job node's PRE script: True to start the job now. A status that the DAG
@@ -644,8 +669,8 @@ class Runner:
             self._stop_services(task.node.subdag)
             if states <= {"done"}:
                 self._succeed(task)
-            else:
-                self._fail(task, "a node of its sub-DAG failed")
+            else:  # counted as those nodes' failures, not one of its own
+                self._fail(task, "a node of its sub-DAG failed", counted=False)
         return changed
 
     def _expand(self, task: Task) -> None:
@@ -672,29 +697,34 @@ class Runner:
 
     def _succeed(self, task: Task) -> None:
         task.state = "done"
-        self.counts["done"] += 1
-        self.outcome.done.append(task.key)
+        job = task.node.subdag is None  # else its nodes are done: said already
+        if job:
+            self.counts["done"] += 1
+            self.outcome.done.append(task.key)
         self._record("done", task)
         for child in self.children.get(task.key, []):
             self.pending[child] -= 1
             if self.pending[child] == 0 and self.tasks[child].state == "waiting":
                 self._queue(child)
-        self._say(f"done  {task.key}")
+        if job:
+            self._say(f"done  {task.key}")
 
-    def _fail(self, task: Task, message: str) -> None:
+    def _fail(self, task: Task, message: str, counted: bool = True) -> None:
+        """A node failed (`counted`: a failure of its own, not its sub-DAG's nodes')."""
         task.state = "failed"
-        self.counts["failed"] += 1
         # recorded too: a failed node's partial outputs must never pass for complete
         self._record("failed", task)
-        self.outcome.failed.append((task.key, message))
+        if counted:
+            self.counts["failed"] += 1
+            self.outcome.failed.append((task.key, message))
         todo = list(self.children.get(task.key, []))
         while todo:  # everything downstream will not run
             child = self.tasks[todo.pop()]
             if child.state == "waiting":
                 child.state = "blocked"
-                self.counts["failed"] += 1
                 todo.extend(self.children.get(child.key, []))
-        self._say(f"FAIL  {task.key}: {message}")
+        if counted:
+            self._say(f"FAIL  {task.key}: {message}")
 
     def _record(self, event: str, task: Task) -> None:
         """Append `EVENT DAG:NODE TIME` to the record, on disk before going on."""
@@ -804,7 +834,7 @@ def _run_locked(
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        runner.begin(rundir.parse_dag(dag_path))
+        runner.begin(rundir.parse_dag(dag_path), first=True)
         return runner.run()
     except OSError:
         # the runner's own files (its record, a log, a full disk): stop what runs, and

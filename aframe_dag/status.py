@@ -53,11 +53,15 @@ STATUS_DONE = 5
 STATUS_ERROR = 6
 STATUS_FUTILE = 7
 
+ENDED = ("done", "failed", "stopped")  # a run's states once nothing runs it (`--watch` ends)
 TAIL_LINES = 5
 REASON_WIDTH = 120  # characters of a hold reason that `render` shows
 _SLACK = 1.0  # seconds
 _TAIL_BYTES = 64 * 1024
-COUNTS = ("done", "running", "idle", "queued", "held", "failed", "futile", "not_run", "unknown")
+COUNTS = (
+    "done", "running", "idle", "waiting", "queued", "held", "failed", "futile", "not_run",
+    "unknown",
+)  # fmt: skip
 
 
 @dataclass
@@ -68,7 +72,8 @@ class StageStatus:
     total: int | None
     done: int = 0
     running: int = 0  # job executing (DAGMan "not_idle"), or the node's POST script running
-    idle: int = 0  # parents not done, ready, PRE script running, or job idle in the queue
+    idle: int = 0  # ready, PRE script running, or job idle in the queue
+    waiting: int = 0  # DAGMan: not ready, a node it needs is not done
     queued: int = 0  # job in the queue; the records cannot tell running from idle
     held: int = 0  # job held in the queue (JobProcsHeld > 0)
     failed: int = 0
@@ -278,7 +283,7 @@ def _str(ad: dict[str, Any], key: str) -> str:
 
 # a node's count under DAGMan by its NodeStatus, unless its job is submitted
 _DAGMAN_COUNTS = {
-    STATUS_NOT_READY: "idle",
+    STATUS_NOT_READY: "waiting",
     STATUS_READY: "idle",
     STATUS_PRERUN: "idle",  # the job is not submitted yet
     STATUS_POSTRUN: "running",
@@ -634,6 +639,7 @@ def from_json(data: dict[str, Any]) -> RunStatus:
 _LABELS = {
     "running": "running",
     "idle": "idle",
+    "waiting": "waiting (for nodes they need)",
     "queued": "queued (running or idle: not recorded)",
     "held": "held",
     "failed": "failed",

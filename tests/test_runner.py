@@ -126,12 +126,44 @@ def test_gpu_ids_are_assigned_from_gpus(tmp_path: Path) -> None:
     assert records(run_dir / "out/none.json")[0]["CUDA_VISIBLE_DEVICES"] == "10000"
 
 
-def test_more_gpus_than_given_fails_that_node_by_name(tmp_path: Path) -> None:
+def test_a_known_node_needing_more_gpus_than_given_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
     run_dir = build(
         tmp_path,
         {
+            "other": {"command": f"{PY} record {{{{ dirs.out }}}}/other.json"},
             "big": {
+                "after": ["other"],
                 "resources": {"gpus": 2},
+                "foreach": {"count": {"num_jobs": 3}},
+                "command": f"{PY} record {{{{ dirs.out }}}}/big.json",
+            },
+        },
+    )
+    done = local(run_dir, "--gpus", "0")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "Error: big-0 asks for 2 GPU(s) (as do 2 more nodes) but run-local was given 1 "
+        "(--gpus 0); give it more\n"
+    )
+    assert not (run_dir / "out/other.json").exists()  # nothing ran
+    assert local(run_dir, "--gpus", "0,1").returncode == 0
+
+
+def test_a_run_time_node_needing_more_gpus_than_given_fails_by_name(tmp_path: Path) -> None:
+    """Nodes decided at run time are not known at the start: each fails when it comes, and
+    what does not need it goes on."""
+    run_dir = build(
+        tmp_path,
+        {
+            "query": {"command": f"{PY} segments {{{{ dirs.out }}}}/segments.txt"},
+            "big": {
+                "after": ["query"],
+                "resources": {"gpus": 2},
+                "foreach": {
+                    "segments": {"file": "{{ dirs.out }}/segments.txt", "max_duration": 100}
+                },
                 "command": f"{PY} record {{{{ dirs.out }}}}/big.json",
             },
             "after": {"after": ["big"], "command": f"{PY} record {{{{ dirs.out }}}}/after.json"},
@@ -140,10 +172,12 @@ def test_more_gpus_than_given_fails_that_node_by_name(tmp_path: Path) -> None:
     )
     done = local(run_dir, "--gpus", "0")
     assert done.returncode == 1
+    assert done.stdout.splitlines()[-1] == "2 nodes succeeded, 4 failed, 1 not run"
     assert (
-        "failed aframe.dag:big: asks for 2 GPU(s) but run-local was given 1 (--gpus)" in done.stderr
+        "failed big.dag:big-1: asks for 2 GPU(s) but run-local was given 1 (--gpus 0)"
+        in done.stderr
     )
-    assert "failed aframe.dag:after: not run: a node it needs failed" in done.stderr
+    assert "  not run (a node they need failed): after\n" in done.stderr
     assert not (run_dir / "out/big.json").exists()
     assert (run_dir / "out/other.json").exists()  # the rest of the DAG goes on
 

@@ -19,6 +19,7 @@ from conftest import run_cli
 from aframe_dag import status as status_module
 from aframe_dag.errors import RunDirError
 from aframe_dag.status import (
+    COUNTS,
     FAILED_RECORDED,
     FAILED_UNRECORDED,
     FailedNode,
@@ -42,8 +43,7 @@ def stages(status: RunStatus) -> dict[str, StageStatus]:
 
 def counts(stage: StageStatus) -> dict[str, int]:
     """The non-zero counts of a stage, and its total."""
-    fields = ("done", "running", "idle", "queued", "held", "failed", "futile", "not_run")
-    found = {k: getattr(stage, k) for k in (*fields, "unknown") if getattr(stage, k)}
+    found = {k: getattr(stage, k) for k in COUNTS if getattr(stage, k)}
     return {"total": stage.total, **found}
 
 
@@ -126,7 +126,7 @@ def test_real_midrun_tells_running_idle_and_held_apart() -> None:
         "slow": {"total": 3, "running": 2, "idle": 1},  # "not_idle" x2, "idle"
         "hold_me": {"total": 1, "held": 1},
         "bad": {"total": 1, "idle": 1},  # in the queue, no free CPU
-        "after_bad": {"total": 1, "idle": 1},  # not ready
+        "after_bad": {"total": 1, "waiting": 1},  # not ready: bad is not done
         "hungry": {"total": 1, "idle": 1},
         "fan": {"total": None},
     }
@@ -139,7 +139,7 @@ def test_real_midrun_tells_running_idle_and_held_apart() -> None:
         "slow       [..........]  0/3  2 running, 1 idle",
         "hold_me    [..........]  0/1  1 held",
         "bad        [..........]  0/1  1 idle",
-        "after_bad  [..........]  0/1  1 idle",
+        "after_bad  [..........]  0/1  1 waiting (for nodes they need)",
         "hungry     [..........]  0/1  1 idle",
         "fan        [..........]  0/?  waiting for slow",
     ]
@@ -150,6 +150,34 @@ def midrun(tmp_path: Path) -> Path:
     run_dir = tmp_path / "midrun"
     shutil.copytree(SAMPLES / "pool_midrun", run_dir)
     return run_dir
+
+
+def watch(run_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aframe_dag", "status", str(run_dir), "--watch", "1"],
+        capture_output=True, text=True, check=False, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_watch_ends_with_the_run_and_says_how_it_ended(tmp_path: Path, midrun: Path) -> None:
+    done = tmp_path / "done"
+    shutil.copytree(SAMPLES / "pool_demo", done)
+    finished = watch(done, timeout=30)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.count("DAGMan run, done") == 1  # shown once, then it ends
+    (midrun / "aframe.status").write_text((midrun / "aframe.status.removed").read_text())
+    failed = watch(midrun, timeout=30)
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stdout.count("DAGMan run, failed") == 1
+    assert failed.stderr == ""  # the status says it; no error line besides
+
+
+def test_watch_goes_on_while_the_run_runs(midrun: Path) -> None:
+    with pytest.raises(subprocess.TimeoutExpired) as raised:
+        watch(midrun, timeout=3.5)
+    shown = raised.value.stdout
+    shown = shown.decode() if isinstance(shown, bytes) else shown or ""
+    assert shown.count("DAGMan run, running") >= 2  # refreshed
 
 
 def test_real_failures_show_dagmans_reason_and_the_stderr_tail(midrun: Path) -> None:
@@ -356,7 +384,7 @@ def test_handwritten_midrun_with_an_expanded_and_an_unexpanded_subdag(tmp_path: 
         "query": {"total": 1, "done": 1},
         "fetch": {"total": 4, "done": 1, "running": 1, "idle": 1, "queued": 1},
         "gen": {"total": 3, "done": 1, "held": 1, "failed": 1},
-        "train": {"total": 1, "idle": 1},
+        "train": {"total": 1, "waiting": 1},
         "infer": {"total": None},
     }
     assert stages(status)["infer"].waiting_for == "waiting for train"
@@ -371,7 +399,7 @@ def test_handwritten_midrun_with_an_expanded_and_an_unexpanded_subdag(tmp_path: 
         "query  [########]  1/1",
         "fetch  [##......]  1/4  1 running, 1 idle, 1 queued (running or idle: not recorded)",
         "gen    [##......]  1/3  1 held, 1 failed",
-        "train  [........]  0/1  1 idle",
+        "train  [........]  0/1  1 waiting (for nodes they need)",
         "infer  [........]  0/?  waiting for train",
         "failed nodes (1):",
         "  gen-2: Job proc (12.0.0) failed with status 1",
@@ -569,7 +597,8 @@ def test_json_round_trip(midrun: Path) -> None:
     assert json.loads(text) == data
     assert from_json(json.loads(text)) == status
     assert data["stages"][-1] == {
-        "name": "fan", "total": None, "done": 0, "running": 0, "idle": 0, "queued": 0,
+        "name": "fan", "total": None, "done": 0, "running": 0, "idle": 0, "waiting": 0,
+        "queued": 0,
         "held": 0, "failed": 0, "futile": 1, "not_run": 0, "unknown": 0,
         "waiting_for": None, "note": None, "tasks_done": None, "tasks": None,
     }  # fmt: skip
