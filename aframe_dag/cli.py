@@ -296,30 +296,37 @@ def expand(run_dir: str, stage: str) -> None:
     show_default=True,
     help="Run up to this many independent nodes at once.",
 )
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="STAGE",
+    help="Run only this stage's nodes and those they need; repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Print each node's command and environment.")
-def run_local(run_dir: str, gpus: str | None, jobs: int, dry_run: bool) -> None:
+def run_local(
+    run_dir: str, gpus: str | None, jobs: int, targets: tuple[str, ...], dry_run: bool
+) -> None:
     """Run the DAG in RUN_DIR on this machine, as DAGMan would."""
-    import sys
-
     from aframe_dag import runner
 
     ids = runner.parse_gpus(gpus) if gpus is not None else runner.visible_gpus()
     if dry_run:
-        for line in runner.dry_run(run_dir, ids):
+        for line in runner.dry_run(run_dir, ids, targets):
             click.echo(line)
         return
     if sys.stderr.isatty():
         from aframe_dag.progress import bar
 
         with bar() as report:
-            outcome = runner.run_local(run_dir, ids, jobs, report)
+            outcome = runner.run_local(run_dir, ids, jobs, report, targets)
     else:  # a line per node that ends (a log, not a display)
 
         def report(message: str, _: object) -> None:
             if message.startswith(runner.ENDED):
                 click.echo(message)
 
-        outcome = runner.run_local(run_dir, ids, jobs, report)
+        outcome = runner.run_local(run_dir, ids, jobs, report, targets)
     skipped = f", {outcome.skipped} already done" if outcome.skipped else ""
     not_run = f", {len(outcome.not_run)} not run" if outcome.not_run else ""
     click.echo(

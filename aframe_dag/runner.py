@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aframe_dag import graph, quoting, rundir, secrets, write
@@ -351,8 +351,10 @@ class Runner:
             # build (whose node may have changed since): the build's DONE decides then
             if node.done or self.recorded.get(key, -1.0) >= written:
                 task.state = "done"
-                self.counts["done"] += job
-                self.outcome.skipped += job
+                nodes = 1 if job else _count_nodes(node.subdag)
+                self.counts["total"] += nodes - job
+                self.counts["done"] += nodes
+                self.outcome.skipped += nodes
         for key in keys:
             task = self.tasks[key]
             self.pending[key] = sum(self.tasks[p].state != "done" for p in task.parents)
@@ -807,9 +809,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def run_local(
-    run_dir: str | Path, gpus: list[str], jobs: int = 1, report: Report | None = None
+    run_dir: str | Path,
+    gpus: list[str],
+    jobs: int = 1,
+    report: Report | None = None,
+    targets: Sequence[str] = (),
 ) -> Outcome:
-    """Run RUN_DIR/aframe.dag here; successes are recorded so a rerun resumes."""
+    """Run RUN_DIR/aframe.dag here (of it, with `targets`, those stages and what they
+    need: `for_targets`); successes are recorded so a rerun resumes."""
     run_path = Path(run_dir).absolute()
     dag_path = run_path / rundir.DAG
     if not dag_path.is_file():
@@ -818,13 +825,50 @@ def run_local(
         raise RunError(f"--jobs must be >= 1, got {jobs}")
     try:
         with run_lock(run_path):
-            return _run_locked(run_path, dag_path, gpus, jobs, report)
+            return _run_locked(run_path, dag_path, gpus, jobs, report, targets)
     except OSError as exc:  # the lock, the record or a log, before the run or after it
         raise file_error(exc) from None
 
 
+def _count_nodes(dag: Path | None) -> int:
+    """How many nodes a done sub-DAG ran (0 if its file is gone or unreadable)."""
+    try:
+        return len(rundir.read_nodes(dag).nodes) if dag is not None and dag.is_file() else 0
+    except RunDirError:
+        return 0
+
+
+def for_targets(dag: rundir.Dag, targets: Sequence[str]) -> rundir.Dag:
+    """The part of a DAG that `targets` need: the nodes of those stages and every node
+    they depend on (a node's stage: its .sub file, or its sub-DAG's file, STAGE.dag)."""
+    if not targets:
+        return dag
+    stages = {name: (node.submit or node.subdag or Path()).stem for name, node in dag.nodes.items()}
+    known = dict.fromkeys(stages.values())
+    for target in targets:
+        if target not in known:
+            raise graph.unknown_stage(target, known, "--target")
+    todo = [name for name, stage in stages.items() if stage in targets]
+    wanted: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(dag.parents.get(name, []))
+    return replace(
+        dag,
+        nodes={name: node for name, node in dag.nodes.items() if name in wanted},
+        parents={name: p for name, p in dag.parents.items() if name in wanted},
+    )
+
+
 def _run_locked(
-    run_path: Path, dag_path: Path, gpus: list[str], jobs: int, report: Report | None
+    run_path: Path,
+    dag_path: Path,
+    gpus: list[str],
+    jobs: int,
+    report: Report | None,
+    targets: Sequence[str],
 ) -> Outcome:
     runner = Runner(run_path, gpus, jobs, report or (lambda message, progress: None))
 
@@ -834,7 +878,7 @@ def _run_locked(
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        runner.begin(rundir.parse_dag(dag_path), first=True)
+        runner.begin(for_targets(rundir.parse_dag(dag_path), targets), first=True)
         return runner.run()
     except OSError:
         # the runner's own files (its record, a log, a full disk): stop what runs, and
@@ -846,10 +890,10 @@ def _run_locked(
             signal.signal(signum, handler)
 
 
-def dry_run(run_dir: str | Path, gpus: list[str]) -> Iterator[str]:
+def dry_run(run_dir: str | Path, gpus: list[str], targets: Sequence[str] = ()) -> Iterator[str]:
     """Each node's command and environment in dependency order, running nothing."""
     run_path = Path(run_dir).absolute()
-    dag = rundir.parse_dag(run_path / rundir.DAG)
+    dag = for_targets(rundir.parse_dag(run_path / rundir.DAG), targets)
     env = dict(os.environ)
     for name in _order(dag):
         node = dag.nodes[name]

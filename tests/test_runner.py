@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
+from aframe_dag import rundir
 from aframe_dag.runner import RunError, run_local
 
 PROGRAMS = Path(__file__).parent / "pool_programs.py"
@@ -502,3 +503,49 @@ def test_a_sub_dag_expands_while_the_job_slots_are_full(tmp_path: Path) -> None:
     expanded = (run_dir / "fetch.dag").stat().st_mtime  # written by its PRE script
     assert float(slow["argv"][0]) < expanded < float(slow["argv"][1]), (slow, expanded)
     assert len(records(run_dir / "out/fetch.json")) == 4  # and its nodes ran after
+
+
+def test_target_runs_a_stage_and_what_it_needs_and_nothing_else(tmp_path: Path) -> None:
+    run_dir = build(
+        tmp_path,
+        {
+            "query": {"command": f"{PY} segments {{{{ dirs.out }}}}/segments.txt"},
+            "fetch": {
+                "after": ["query"],
+                "foreach": {
+                    "segments": {"file": "{{ dirs.out }}/segments.txt", "max_duration": 100}
+                },
+                "command": f"{PY} record {{{{ dirs.out }}}}/order.json fetch {{{{ item.start }}}}",
+            },
+            "train": {
+                "after": ["fetch"],
+                "command": f"{PY} record {{{{ dirs.out }}}}/order.json train",
+            },
+            "other": {"command": f"{PY} record {{{{ dirs.out }}}}/order.json other"},
+        },
+    )
+    planned = local(run_dir, "--target", "fetch", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert [line for line in planned.stdout.splitlines() if line.startswith("# ")][:2] == [
+        f"# query: in {run_dir}, 0 GPU(s)",
+        f"# fetch: sub-DAG {run_dir / 'fetch.dag'}, written at run time by: "
+        + " ".join(rundir.parse_dag(run_dir / "aframe.dag").nodes["fetch"].pre),
+    ]
+    assert "other" not in planned.stdout and "train" not in planned.stdout
+    done = local(run_dir, "--target", "fetch")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "5 nodes succeeded, 0 failed"  # query, 4 fetches
+    assert [r["argv"][0] for r in records(run_dir / "out/order.json")] == ["fetch"] * 4
+    rest = local(run_dir)  # the rest, and what ran is not run again
+    assert rest.stdout.splitlines()[-1] == "2 nodes succeeded, 0 failed, 5 already done"
+    assert sorted(r["argv"][0] for r in records(run_dir / "out/order.json")[4:]) == [
+        "other",
+        "train",
+    ]
+
+
+def test_an_unknown_target_is_named_with_the_nearest_stage(tmp_path: Path) -> None:
+    run_dir = build(tmp_path, {"train": {"command": f"{PY} record {{{{ dirs.out }}}}/t.json"}})
+    done = local(run_dir, "--target", "trian")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "Error: --target: unknown stage 'trian'; did you mean 'train'?\n"
