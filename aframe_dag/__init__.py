@@ -9,13 +9,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["AframeDagError", "build", "expand", "load_config", "make_plan", "run_local"]
+__all__ = [
+    "AframeDagError",
+    "build",
+    "expand",
+    "import_law",
+    "load_config",
+    "make_plan",
+    "run_local",
+]
 __version__ = "0.1.0"
 
 _HOMES = {
     "AframeDagError": "aframe_dag.errors",
     "build": "aframe_dag.workflow",
     "expand": "aframe_dag.workflow",
+    "import_law": "aframe_dag.lawcfg",
     "make_plan": "aframe_dag.workflow",
     "load_config": "aframe_dag.config",
     "run_local": "aframe_dag.runner",

@@ -177,6 +177,14 @@ def cli() -> None:
     help="Run every preflight check (images, accounting, inputs, GPUs, the pool) and "
     "write nothing.",
 )
+@click.option(
+    "--gpus",
+    "gpu_ids",
+    metavar="IDS",
+    default=None,
+    help="Train on these GPUs, e.g. 0,1 (that many, DDP when more than one); run-local "
+    "on the run dir uses them unless given --gpus.",
+)
 @config_options
 def build(
     config: str,
@@ -185,13 +193,16 @@ def build(
     rerun: tuple[str, ...],
     force: bool,
     check_only: bool,
+    gpu_ids: str | None,
     **options: Any,
 ) -> None:
     """Write RUN_DIR/aframe.dag and one STAGE.sub per stage; complete nodes are DONE."""
+    from aframe_dag import runner
     from aframe_dag import workflow as core
 
+    ids = runner.parse_gpus(gpu_ids)
     if check_only:
-        checks = core.check(config, run_dir, overrides(**options), targets)
+        checks = core.check(config, run_dir, overrides(**options), targets, gpus=ids)
         for check in checks:
             mark = "warn" if check.warning else ("ok  " if check.ok else "FAIL")
             click.echo(f"{mark}  {check.name}: {check.message}")
@@ -201,7 +212,9 @@ def build(
         click.echo(f"all {len(checks)} checks passed")
         return
     started = time.perf_counter()
-    summary = core.build(config, run_dir, overrides(**options), targets, force=force, rerun=rerun)
+    summary = core.build(
+        config, run_dir, overrides(**options), targets, force=force, rerun=rerun, gpus=ids
+    )
     elapsed = time.perf_counter() - started
     click.echo(f"Built {summary.pipeline} in {summary.run_dir} ({elapsed:.2f} s)")
     width = max(len(s.name) for s in summary.stages)
@@ -233,6 +246,8 @@ def build(
             f"Moved the files of {', '.join(summary.stale)} (in the last build, not in this "
             f"one) aside: {', '.join(summary.moved_stages)}"
         )
+    if ids:
+        click.echo(f"run-local on it trains on GPUs {','.join(ids)} (unless given --gpus)")
     for warning in summary.warnings:
         click.echo(f"Warning: {warning}", err=True)
     click.echo("Submit with:")
@@ -286,7 +301,8 @@ def expand(run_dir: str, stage: str) -> None:
     "--gpus",
     metavar="IDS",
     default=None,
-    help="GPU ids for GPU nodes, e.g. 0,1 (default: $CUDA_VISIBLE_DEVICES, else none).",
+    help="GPU ids for GPU nodes, e.g. 0,1 (default: those of `build --gpus`, else "
+    "$CUDA_VISIBLE_DEVICES, else none).",
 )
 @click.option(
     "--jobs",
@@ -310,7 +326,7 @@ def run_local(
     """Run the DAG in RUN_DIR on this machine, as DAGMan would."""
     from aframe_dag import runner
 
-    ids = runner.parse_gpus(gpus) if gpus is not None else runner.visible_gpus()
+    ids = runner.parse_gpus(gpus) if gpus is not None else runner.default_gpus(run_dir)
     if dry_run:
         for line in runner.dry_run(run_dir, ids, targets):
             click.echo(line)
@@ -342,6 +358,30 @@ def run_local(
         raise click.ClickException("interrupted; run again to resume")
     if outcome.failed:
         raise click.ClickException(f"{len(outcome.failed)} node(s) failed")
+
+
+@cli.command("import-law")
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the config here (default: print it).",
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+def import_law(cfg: str, output: str | None, force: bool) -> None:
+    """A law/luigi .cfg (with the files it inherits) as a config that extends the closest
+    bundled one and sets only what differs."""
+    from aframe_dag import lawcfg
+
+    imported = lawcfg.import_law(cfg, output, force)
+    if output is None:
+        click.echo(imported.text, nl=False)
+        return
+    click.echo(
+        f"wrote {output}: extends {imported.extends}, sets {imported.values} value"
+        f"{'s' if imported.values != 1 else ''}, {imported.ignored} cfg keys not carried over"
+    )
 
 
 @cli.command()

@@ -495,10 +495,7 @@ def interpolate_env(
 
     result = ENV_REF.sub(replace, data)
     if "${env:" in result:
-        raise ConfigError(
-            f"{source.at(keys)}: malformed "
-            f"${{env:...}} reference in {data!r}"
-        )
+        raise ConfigError(f"{source.at(keys)}: malformed ${{env:...}} reference in {data!r}")
     return result
 
 

@@ -45,7 +45,19 @@ NODE_STATUS = "aframe.status"  # DAGMan's NODE_STATUS_FILE of aframe.dag
 FINGERPRINTS = "fingerprints.json"  # a build's fingerprints; STAGE.fingerprints.json an expand's
 COMPLETED = f"{STATE}/completed.json"  # successes harvested by the builds so far
 SCRATCH = f"{STATE}/scratch"  # where run-local runs jobs without a shared filesystem
+GPUS = f"{STATE}/gpus"  # `build --gpus`: the GPU ids run-local takes when given none
 IMAGE_HASHES = f"{STATE}/image-hashes.json"  # `report`'s sha256 of each image
+
+
+def gpus_text(ids: list[str] | tuple[str, ...]) -> str:
+    """The GPUS file: `build --gpus`'s ids as --gpus takes them (`0,1`), or an empty line."""
+    return ",".join(ids) + "\n"
+
+
+def read_gpus(run_dir: Path) -> str:
+    """The GPU ids the run dir's build was given (`0,1`), "" if none."""
+    found = lines(run_dir / GPUS)
+    return found[0].strip() if found else ""
 
 
 def tasks_file(stage: str) -> str:

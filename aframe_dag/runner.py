@@ -200,6 +200,16 @@ def visible_gpus() -> list[str]:
     )
 
 
+def default_gpus(run_dir: str | Path) -> list[str]:
+    """run-local's GPUs when given no --gpus: those of the run dir's `build --gpus`, else
+    CUDA_VISIBLE_DEVICES."""
+    recorded = rundir.read_gpus(Path(run_dir))
+    if not recorded:
+        return visible_gpus()
+    where = f"{Path(run_dir) / rundir.GPUS} (from build --gpus; or choose with --gpus)"
+    return parse_gpus(recorded, where)
+
+
 def dagman_environment(base_env: dict[str, str], dag: rundir.Dag) -> dict[str, str]:
     """What DAGMan would hold of `base_env`: getenv can only pass on what is there."""
     patterns = (*DAGMAN_GETENV, *dag.env_get)

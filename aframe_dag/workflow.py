@@ -18,6 +18,7 @@ from aframe_dag.plan import Plan, StagePlan
 from aframe_dag.resolve import resolve, template_context
 from aframe_dag.submit import ENTRY_DIR, service_name, service_submit_text, submit_text
 
+TRAIN = "train"  # the stage `build --gpus` gives its GPUs to
 _UNSAFE_PATH = (" ", "\t", "$", '"', "'", "\\")
 
 
@@ -172,12 +173,14 @@ def build(
     targets: list[str] | tuple[str, ...] = (),
     force: bool = False,
     rerun: list[str] | tuple[str, ...] = (),
+    gpus: list[str] | tuple[str, ...] = (),
 ) -> Summary:
     """Build the run dir for a config; nothing is written unless everything renders.
 
     Complete nodes (outputs there, last success with the same fingerprint) are
     written DONE. A run dir holding a rescue DAG or a DAGMan lock is refused unless
-    `force`, which moves the last run's records aside first.
+    `force`, which moves the last run's records aside first. `gpus` (`build --gpus`): see
+    `with_gpus`.
     """
     if not str(run_dir):
         raise RunDirError("the run dir is an empty path")
@@ -185,9 +188,9 @@ def build(
     check_dag_path(run_path, "run dir")
     python = python_for_scripts()
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
-    loaded = load_config(config_path, overrides)
+    loaded = with_gpus(load_config(config_path, overrides), gpus)
     with write.build_lock(run_path):  # from reading the run dir's records to the last write
-        return _build(loaded, run_path, python, targets, force, rerun)
+        return _build(loaded, run_path, python, targets, force, rerun, gpus)
 
 
 def _build(
@@ -197,6 +200,7 @@ def _build(
     targets: list[str] | tuple[str, ...],
     force: bool,
     rerun: list[str] | tuple[str, ...],
+    gpus: list[str] | tuple[str, ...] = (),
 ) -> Summary:
     """The part of `build` that reads and writes the run dir, under its lock."""
     from aframe_dag.runner import lock_holder  # only builds need it
@@ -233,6 +237,7 @@ def _build(
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     records = {  # written with the rest, all or none
         rundir.COMPLETED: completion.state_text(state),
+        rundir.GPUS: rundir.gpus_text(gpus),  # none: a rebuild forgets the last ones
         rundir.FINGERPRINTS: completion.fingerprints_text(
             {name: j.fingerprint for name, j in plan.judged.items()},
             [s.name for s in plan.stages if s.clustered],
@@ -302,15 +307,30 @@ def _stale_stages(run_path: Path, config: Config, plan: Plan, force: bool) -> li
     return [s for s in old if s not in built]
 
 
+def with_gpus(loaded: LoadedConfig, gpus: list[str] | tuple[str, ...]) -> LoadedConfig:
+    """`build --gpus IDS`, the law pipeline's `--gpus`: the train stage on that many GPUs
+    (DDP when more than one), as `--set stages.train.resources.gpus=N`; run-local takes
+    the ids from the run dir (`rundir.GPUS`)."""
+    if not gpus:
+        return loaded
+    config = loaded.config
+    if TRAIN not in config.stages:
+        raise ConfigError(f"--gpus: pipeline {config.name} has no {TRAIN} stage to train on them")
+    stage = config.stages[TRAIN]
+    stage = replace(stage, resources=replace(stage.resources, gpus=len(gpus)))
+    return LoadedConfig(replace(config, stages={**config.stages, TRAIN: stage}), loaded.source)
+
+
 def check(
     config_path: str | Path,
     run_dir: str | Path,
     overrides: list[str] | tuple[str, ...] = (),
     targets: list[str] | tuple[str, ...] = (),
+    gpus: list[str] | tuple[str, ...] = (),
 ) -> list[preflight.Check]:
     """Every preflight check of a build, writing nothing."""
     run_path = Path(run_dir).absolute()
-    plan = make_plan(load_config(config_path, overrides), run_path, targets)
+    plan = make_plan(with_gpus(load_config(config_path, overrides), gpus), run_path, targets)
     return list(preflight.thorough(plan.config, run_path, os.environ))
 
 
