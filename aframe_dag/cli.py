@@ -212,9 +212,11 @@ def build(
         click.echo(f"all {len(checks)} checks passed")
         return
     started = time.perf_counter()
+    command = ["aframe-dag", *(click.get_current_context().find_root().obj or {}).get("argv", [])]
     summary = core.build(
-        config, run_dir, overrides(**options), targets, force=force, rerun=rerun, gpus=ids
-    )
+        config, run_dir, overrides(**options), targets, force=force, rerun=rerun, command=command,
+        gpus=ids,
+    )  # fmt: skip
     elapsed = time.perf_counter() - started
     click.echo(f"Built {summary.pipeline} in {summary.run_dir} ({elapsed:.2f} s)")
     width = max(len(s.name) for s in summary.stages)
@@ -467,6 +469,42 @@ def status(run_dir: str, as_json: bool, watch: int | None) -> None:
         time.sleep(watch)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="The page: one self-contained HTML file.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="The same figures as JSON, to FILE (- for stdout).",
+)
+def report(run_dir: str, output: str | None, json_path: str | None) -> None:
+    """What a run cost, what it made and how it was made: one HTML page, or JSON."""
+    if not output and not json_path:
+        raise click.UsageError("give -o FILE.html, --json FILE (- for stdout), or both")
+    from aframe_dag import report as run_report
+    from aframe_dag import report_html
+
+    made = run_report.make(run_dir)
+    to_stdout = json_path == "-"
+    if output:
+        report_html.write_page(made, Path(output))
+        click.echo(f"wrote {output}", err=to_stdout)  # stdout is the JSON's
+    if json_path:
+        text = run_report.json_text(made)
+        if to_stdout:
+            click.echo(text, nl=False)
+        else:
+            run_report.write_json(made, Path(json_path))
+            click.echo(f"wrote {json_path}")
+
+
 def _completion(verdicts: dict[str, Any]) -> str:
     """': 3 complete (1 with outputs but no record), 2 to run (command changed)'."""
     done = [v for v in verdicts.values() if v.complete]
@@ -485,11 +523,13 @@ def _completion(verdicts: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (for tests and console scripts)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
         code = cli.main(  # click returns an Exit's code here, else what the command did
-            args=list(argv) if argv is not None else None,
+            args=args,
             prog_name="aframe-dag",
             standalone_mode=False,
+            obj={"argv": args},  # `build` records its command line
         )
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)

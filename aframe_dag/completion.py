@@ -112,7 +112,10 @@ def write_fingerprints(
 
 
 def fingerprints_text(
-    fingerprints: dict[str, Fingerprint], clustered: Iterable[str], dag: str
+    fingerprints: dict[str, Fingerprint],
+    clustered: Iterable[str],
+    dag: str,
+    build: dict[str, Any] | None = None,
 ) -> str:
     """The fingerprints file for the DAG file `dag`, written now: each stage's fingerprint
     and, of the `clustered` stages (items run several to a job), those among them.
@@ -128,7 +131,17 @@ def fingerprints_text(
         # clustered stages: their tasks record their own events
         "tasks": [name for name in clustered if name in fingerprints],
     }
+    if build is not None:  # a build's: how it was made (`build_record`)
+        data["build"] = build
     return json.dumps(data, separators=(",", ":")) + "\n"
+
+
+def build_record(run_dir: Path) -> dict[str, Any]:
+    """What the run dir's last build recorded of itself in its fingerprints file (command
+    line, directory, host, Python and aframe-dag versions); {} if none."""
+    data = _read_json(run_dir / rundir.FINGERPRINTS)
+    build = data.get("build") if isinstance(data, dict) else None
+    return build if isinstance(build, dict) else {}
 
 
 def node_digests(dag: Path, stages: dict[str, str], wanted: set[str]) -> dict[str, str]:

@@ -283,20 +283,25 @@ def job_events(log: Path, strict: bool = False) -> list[JobEvent]:
     }  # fmt: skip
     nodes: dict[str, str] = {}  # job id -> its node
     events: list[JobEvent] = []
+    stamps: dict[str, int] = {}  # EventTime -> epoch: the bindings' strptime, once a second
+    read = 0
     try:
-        for event in htcondor2.JobEventLog(str(log)).events(stop_after=0):
+        for read, event in enumerate(htcondor2.JobEventLog(str(log)).events(stop_after=0), 1):  # noqa: B007 (read after it)
+            event_type = event.type
+            name = names.get(event_type)
+            if name is None and event_type != kind.SUBMIT:
+                continue  # image size, file transfer, ...: before reading any more of it
             job = f"{event.cluster}.{event.proc}"
-            if event.type == kind.SUBMIT:
+            if name is None:  # a submit
                 notes = str(event.get("LogNotes", ""))
                 if notes.startswith("DAG Node: "):
                     node = nodes[job] = notes.removeprefix("DAG Node: ").strip()
                     host = str(event.get("SubmitHost", ""))
-                    events.append(JobEvent(node, job, "submit", event.timestamp, text=host))
+                    events.append(JobEvent(node, job, "submit", _when(event, stamps), text=host))
                 continue
-            name = names.get(event.type)
-            if name is None or job not in nodes:
+            if job not in nodes:
                 continue
-            node, when = nodes[job], event.timestamp
+            node, when = nodes[job], _when(event, stamps)
             if name == "terminated":
                 code = event.get("ReturnValue") if event.get("TerminatedNormally") else None
                 events.append(JobEvent(
@@ -316,7 +321,18 @@ def job_events(log: Path, strict: bool = False) -> list[JobEvent]:
         if strict:
             raise RunDirError(f"{log}: cannot read this job event log: {exc}") from None
         # not an event log, or an event the bindings cannot read: what came before stands
+    if strict and not read and log.stat().st_size:  # the bindings read text as no event
+        raise RunDirError(f"{log}: cannot read this job event log: no event in it")
     return events
+
+
+def _when(event: Any, stamps: dict[str, int]) -> int:
+    """An event's time as htcondor2 gives it (`timestamp`), worked out once per EventTime."""
+    iso = str(event.get("EventTime", ""))
+    when = stamps.get(iso)
+    if when is None:
+        when = stamps[iso] = event.timestamp
+    return when
 
 
 def _int(value: Any) -> int | None:

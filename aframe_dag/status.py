@@ -582,6 +582,43 @@ def _read_status(run_path: Path) -> RunStatus:
     return status
 
 
+@dataclass
+class StageJobs:
+    """A stage as `report` reads it: its nodes of this build (aframe.dag's, and its sub-DAG's
+    if written for this build) and, by .sub file (its own, its service's), the node log
+    that its jobs write, all as seen through RUN_DIR."""
+
+    name: str
+    nodes: list[str]
+    logs: dict[Path, Path | None]  # .sub -> node log (a stage's nodes share both)
+
+
+def stage_jobs(run_dir: str | Path) -> list[StageJobs]:
+    """Each stage's nodes and node logs, in config order."""
+    run_path = Path(run_dir).absolute()
+    top = _read_dag(run_path / rundir.DAG)
+    paths = _Paths(run_path, top)
+    files = _JobFiles(paths)
+    result = []
+    for stage in _layout(paths, top, read_stages(run_path / rundir.CONFIG)):
+        groups = [(top, stage.jobs)]
+        if stage.inner is not None:
+            groups.append((stage.inner, list(stage.inner.nodes.values())))
+        service = run_path / f"{stage.name}-service.sub"
+        if service.is_file():  # its SERVICE node, beside its nodes
+            groups.append((top, [DagNode(service.stem, service)]))
+        logs: dict[Path, Path | None] = {}
+        seen: set[Path] = set()  # .sub files as the DAG names them: each resolved once
+        for dag, nodes in groups:
+            for node in nodes:  # the first node of each .sub names the log of them all
+                if node.submit is not None and node.submit not in seen:
+                    seen.add(node.submit)
+                    logs.setdefault(paths(node.submit), files(node, dag.path.parent, "log"))
+        names = [node.name for _, nodes in groups for node in nodes]
+        result.append(StageJobs(stage.name, names, logs))
+    return result
+
+
 def _count_tasks(run_path: Path, stage: StageStatus, read: dict[Path, Dag]) -> None:
     """Tasks of a clustered stage: those complete when it was written (its jobs' VARS list
     only the rest), and those its record shows done since. `read`: DAG files parsed

@@ -4,11 +4,14 @@ submit text; judged complete or not), and the entry points build, check and expa
 from __future__ import annotations
 
 import os
+import platform
 import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from aframe_dag import __version__ as version
 from aframe_dag import completion, fanout, graph, preflight, render, rundir, secrets, write
 from aframe_dag.config import NAME, Config, LoadedConfig, dump_config, load_config, read_yaml
 from aframe_dag.dagtext import DAGMAN_CONFIG, dag_text, python_for_scripts, stage_dag_text
@@ -173,14 +176,16 @@ def build(
     targets: list[str] | tuple[str, ...] = (),
     force: bool = False,
     rerun: list[str] | tuple[str, ...] = (),
+    command: list[str] | tuple[str, ...] = (),
     gpus: list[str] | tuple[str, ...] = (),
 ) -> Summary:
     """Build the run dir for a config; nothing is written unless everything renders.
 
     Complete nodes (outputs there, last success with the same fingerprint) are
     written DONE. A run dir holding a rescue DAG or a DAGMan lock is refused unless
-    `force`, which moves the last run's records aside first. `gpus` (`build --gpus`): see
-    `with_gpus`.
+    `force`, which moves the last run's records aside first. `command`, the command line
+    that asked for the build, is recorded with it (`completion.build_record`). `gpus`
+    (`build --gpus`): see `with_gpus`.
     """
     if not str(run_dir):
         raise RunDirError("the run dir is an empty path")
@@ -190,7 +195,7 @@ def build(
     check_dag_path(Path(python), "the Python that runs `aframe-dag expand`")
     loaded = with_gpus(load_config(config_path, overrides), gpus)
     with write.build_lock(run_path):  # from reading the run dir's records to the last write
-        return _build(loaded, run_path, python, targets, force, rerun, gpus)
+        return _build(loaded, run_path, python, targets, force, rerun, command, gpus)
 
 
 def _build(
@@ -200,6 +205,7 @@ def _build(
     targets: list[str] | tuple[str, ...],
     force: bool,
     rerun: list[str] | tuple[str, ...],
+    command: list[str] | tuple[str, ...] = (),
     gpus: list[str] | tuple[str, ...] = (),
 ) -> Summary:
     """The part of `build` that reads and writes the run dir, under its lock."""
@@ -235,6 +241,11 @@ def _build(
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
     secrets.check_files(files, os.environ)
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
+    made = {  # how this build was made, for `report`
+        "command": list(command), "cwd": str(Path.cwd()), "host": socket.gethostname(),
+        "python": platform.python_version(), "aframe_dag": version,
+    }  # fmt: skip
+    secrets.check_files({rundir.FINGERPRINTS: str(made)}, os.environ)  # a --set value, say
     records = {  # written with the rest, all or none
         rundir.COMPLETED: completion.state_text(state),
         rundir.GPUS: rundir.gpus_text(gpus),  # none: a rebuild forgets the last ones
@@ -242,6 +253,7 @@ def _build(
             {name: j.fingerprint for name, j in plan.judged.items()},
             [s.name for s in plan.stages if s.clustered],
             rundir.DAG,
+            made,
         ),
     }
     write.check_dirs(data_dirs)  # before the run dir is written: all or nothing

@@ -841,3 +841,200 @@ def submit_wait(dag: Path) -> str:
             return text
         time.sleep(1)
     raise AssertionError(f"DAGMan did not finish in {DAG_TIMEOUT} s:\n{out.read_text()[-3000:]}")
+
+
+# --- `aframe-dag report` of a real DAGMan run of the demo ---------------------------------
+
+# wrappers around a demo stage's own command (no `$`, no `'`: submit-file safe)
+WAIT_FOR = (  # wait for a file, then run the stage's command
+    "import os,sys,time,pathlib;g=pathlib.Path(sys.argv[1]);"
+    "any(g.exists() or time.sleep(0.5) for _ in range(480));os.execv(sys.argv[2],sys.argv[2:])"
+)
+FAIL_ONCE = (  # fail the first time, after 2 s (leaving a marker), then run the command
+    "import os,sys,time,pathlib;m=pathlib.Path(sys.argv[1]);first=not m.exists();m.touch();"
+    "first and (time.sleep(2) or sys.exit(7));os.execv(sys.argv[2],sys.argv[2:])"
+)
+ENDS = {"004": "evicted", "005": "terminated", "009": "aborted", "012": "held"}
+
+
+def log_events(text: str) -> list[tuple[str, str, float, str]]:
+    """A job event log read as text, on its own: (code, CLUSTER.PROC, epoch, body) each."""
+    found = []
+    for chunk in text.split("\n...\n"):
+        head = re.match(r"(\d{3}) \((\d+)\.(\d+)\.\d+\) (\S+ \S+) ", chunk.strip("\n."))
+        if head:
+            when = time.mktime(time.strptime(head[4], "%Y-%m-%d %H:%M:%S"))
+            found.append((head[1], f"{int(head[2])}.{int(head[3])}", when, chunk))
+    return found
+
+
+def jobs_of(log: Path) -> dict[str, dict]:
+    """Each job in a node log: its node, submit time, executions (start, end, how it
+    ended), exit code, holds and the memory it used, from the text alone."""
+    jobs: dict[str, dict] = {}
+    for code, job, when, body in log_events(log.read_text()):
+        if code == "000":
+            node = re.search(r"DAG Node: (\S+)", body)
+            jobs[job] = {"node": node[1] if node else None, "submit": when, "runs": [],
+                         "code": None, "holds": 0, "memory": None}  # fmt: skip
+            continue
+        this = jobs[job]
+        if code == "001":
+            this["runs"].append([when, None, None])
+        elif code in ENDS and this["runs"] and this["runs"][-1][1] is None:
+            exit_code = re.search(r"\(return value (\d+)\)", body)
+            this["code"] = int(exit_code[1]) if exit_code else None
+            how = "success" if code == "005" and this["code"] == 0 else ENDS[code]
+            this["runs"][-1][1:] = [when, how]
+        elif code == "012" and this["runs"] and this["runs"][-1][2] == "evicted":
+            # an executing job's hold is logged as 004 then 012 in the same second
+            this["runs"][-1][2] = "held" if when - this["runs"][-1][1] <= 1 else "evicted"
+        if code == "012":
+            this["holds"] += 1
+        memory = re.search(r"Memory \(MB\)\s*:\s*(\d+)", body) if code == "005" else None
+        if memory:
+            this["memory"] = int(memory[1])
+    return jobs
+
+
+def test_report_of_a_demo_run_with_a_held_job_and_a_retried_one(run_root: Path) -> None:
+    import getpass
+    import statistics
+    from collections.abc import Callable
+
+    demo = yaml.safe_load((Path(__file__).parent.parent / "configs/demo.yaml").read_text())
+    go, marker = run_root / "go", run_root / "failed-once"
+    stages = demo["stages"]
+    # query_test executes until it is held (and waits for `go` after its release)
+    stages["query_test"]["command"] = (
+        f"{{{{ python }}}} -c '{WAIT_FOR}' {go} {stages['query_test']['command']}"
+    )
+    # export fails once (exit 7), then its retry succeeds
+    stages["export"]["command"] = (
+        f"{{{{ python }}}} -c '{FAIL_ONCE}' {marker} {stages['export']['command']}"
+    )
+    stages["export"]["retry"] = 1
+    config = run_root / "demo.yaml"
+    config.write_text(yaml.safe_dump(demo, sort_keys=False))
+    run_dir = run_root / "run"
+    build(config, run_dir)
+    dag = run_dir / "aframe.dag"
+    submitted = subprocess.run(
+        ["condor_submit_dag", "-batch-name", run_root.name, str(dag)],
+        cwd=run_dir, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    dagman = re.findall(r"submitted to cluster (\d+)", submitted.stdout)[-1]
+    held_log = run_dir / "logs/query_test.log"
+    reason = f"testing hold (by user {getpass.getuser()})"  # condor_hold adds who held it
+
+    def wait_for(what: str, ready: Callable[[], object], seconds: float = 90) -> None:
+        deadline = time.monotonic() + seconds
+        while not ready():
+            assert time.monotonic() < deadline, f"{what}: not in {seconds} s"
+            time.sleep(0.5)
+
+    def logged(code: str) -> list[str]:
+        text = held_log.read_text() if held_log.exists() else ""
+        return [job for c, job, _, _ in log_events(text) if c == code]
+
+    try:
+        wait_for("query_test executing", lambda: logged("001"))
+        time.sleep(2)  # whole seconds in the log: the held execution lasts some
+        (job,) = logged("000")
+        held = subprocess.run(
+            ["condor_hold", "-reason", "testing hold", job],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert held.returncode == 0, held.stdout + held.stderr
+        wait_for("the hold in the node log", lambda: logged("012"))
+
+        # a report of the run while it runs, its job held
+        code, text, err = run_cli("report", str(run_dir), "--json", "-")
+        assert code == 0, err
+        running = json.loads(text)
+        assert (running["mode"], running["state"]) == ("dagman", "running")
+        assert {"name": "query_test", "state": "held", "reason": reason, "job": job}.items() <= (
+            next(f for f in running["failures"] if f["name"] == "query_test").items()
+        )
+
+        go.touch()
+        released = subprocess.run(
+            ["condor_release", job], capture_output=True, text=True, check=False
+        )
+        assert released.returncode == 0, released.stdout + released.stderr
+        dagman_out = submit_wait(dag)
+    except BaseException:
+        subprocess.run(["condor_rm", dagman], capture_output=True, check=False)
+        raise
+    assert dagman_out.rstrip().endswith("EXITING WITH STATUS 0"), dagman_out[-3000:]
+
+    page = run_root / "report.html"
+    code, text, err = run_cli("report", str(run_dir), "-o", str(page), "--json", "-")
+    assert code == 0, err
+    data = json.loads(text)
+    assert (data["mode"], data["state"]) == ("dagman", "done")
+    assert [s["name"] for s in data["stages"]] == list(stages)
+
+    # every figure, against the stages' node logs read here on their own
+    every = []
+    for stage in data["stages"]:
+        jobs = jobs_of(run_dir / f"logs/{stage['name']}.log")
+        every += jobs.values()
+        nodes = {j["node"] for j in jobs.values()}
+        spans = {job: [(end - start, how) for start, end, how in j["runs"]]
+                 for job, j in jobs.items()}  # fmt: skip
+        runs = [sum(s for s, _ in job_spans) for job_spans in spans.values()]
+        waits = [j["runs"][0][0] - j["submit"] for j in jobs.values()]
+        badput = sum(s for job_spans in spans.values() for s, how in job_spans if how != "success")
+        gpus = 1 if stage["name"] == "train" else 0
+        name = stage["name"]
+        assert (stage["total"], stage["done"], stage["failed"], stage["held"]) == (
+            len(nodes), len(nodes), 0, 0
+        ), name  # fmt: skip
+        assert stage["attempts"] == len(jobs), name
+        assert stage["retries"] == len(jobs) - len(nodes), name
+        assert stage["holds"] == sum(j["holds"] for j in jobs.values()), name
+        assert stage["evictions"] == sum(how == "evicted" for s in spans.values() for _, how in s)
+        assert stage["run_median"] == pytest.approx(statistics.median(runs)), name
+        assert stage["run_max"] == pytest.approx(max(runs)), name
+        assert stage["wait_median"] == pytest.approx(statistics.median(waits)), name
+        assert stage["wait_max"] == pytest.approx(max(waits)), name
+        assert stage["cpu_hours"] == pytest.approx(sum(runs) / 3600), name  # 1 cpu each
+        assert stage["gpu_hours"] == pytest.approx(sum(runs) * gpus / 3600), name
+        assert stage["badput_hours"] == pytest.approx(badput / 3600), name
+        assert stage["memory_used"] == max(j["memory"] for j in jobs.values()), name
+    stages_ = {s["name"]: s for s in data["stages"]}
+    # the held job: held once while executing (badput), released, run again
+    held_job = jobs_of(held_log)[job]
+    assert [how for *_, how in held_job["runs"]] == ["held", "success"]
+    assert (stages_["query_test"]["holds"], stages_["query_test"]["attempts"]) == (1, 1)
+    assert stages_["query_test"]["badput_hours"] > 0
+    # the retried node: two jobs, the first ending with exit code 7
+    exported = jobs_of(run_dir / "logs/export.log")
+    assert [j["code"] for j in exported.values()] == [7, 0]
+    assert (stages_["export"]["attempts"], stages_["export"]["retries"]) == (2, 1)
+    assert stages_["export"]["badput_hours"] > 0
+    totals = data["totals"]
+    assert (totals["holds"], totals["retries"], totals["evictions"]) == (1, 1, 0)
+    assert totals["attempts"] == len(every)
+    assert totals["wall_seconds"] == pytest.approx(
+        max(r[1] for j in every for r in j["runs"]) - min(j["submit"] for j in every)
+    )
+    assert totals["badput_hours"] == pytest.approx(sum(s["badput_hours"] for s in data["stages"]))
+    retried, released = data["failures"]  # in stage order: what went wrong, after the run
+    first_job = next(iter(exported))
+    assert (retried["name"], retried["state"], retried["exit_code"], retried["job"]) == (
+        "export", "failed, retried", 7, first_job
+    )  # fmt: skip
+    assert (released["name"], released["state"], released["reason"], released["job"]) == (
+        "query_test", "held, released", reason, job
+    )  # fmt: skip
+    (plot,) = data["pictures"]
+    assert (plot["stage"], Path(plot["path"]).name) == ("sensitivity", "sensitivity.png")
+    version = subprocess.run(["condor_version"], capture_output=True, text=True, check=True)
+    assert data["provenance"]["htcondor"] in version.stdout.split()
+    html = page.read_text()
+    assert "DAGMan run, done" in html and 'href="#failures-query_test"' in html
+    assert '<a class="retried" href="#failures-export">1</a>' in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
