@@ -165,6 +165,13 @@ def cli() -> None:
     help="Run this stage and everything after it again, complete or not; repeatable.",
 )
 @click.option(
+    "--explain",
+    multiple=True,
+    metavar="STAGE",
+    help="Say, for each node of this stage that runs again, each input that changed since "
+    "its last success, old -> new; repeatable.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Start over in a run dir holding a rescue DAG or a DAGMan lock: move the last "
@@ -191,6 +198,7 @@ def build(
     run_dir: str,
     targets: tuple[str, ...],
     rerun: tuple[str, ...],
+    explain: tuple[str, ...],
     force: bool,
     check_only: bool,
     gpu_ids: str | None,
@@ -231,7 +239,7 @@ def build(
             nodes = f"{count} node{'s' if count != 1 else ''}"
             if stage.clustered:
                 nodes = f"{count} tasks in {jobs} job{'s' if jobs != 1 else ''}"
-            nodes += _completion(summary.judged[stage.name].verdicts)
+            nodes += _completion(summary.judged[stage.name], stage)
         gpus = stage.stage.resources.gpus
         gpu_note = f", {gpus} GPU{'s' if gpus != 1 else ''} each" if gpus else ""
         click.echo(f"  {stage.name:<{width}}  {nodes}{gpu_note}")
@@ -252,6 +260,7 @@ def build(
         click.echo(f"run-local on it trains on GPUs {','.join(ids)} (unless given --gpus)")
     for warning in summary.warnings:
         click.echo(f"Warning: {warning}", err=True)
+    _explain(summary, explain)
     click.echo("Submit with:")
     click.echo(f"  condor_submit_dag {summary.dag}")
 
@@ -505,8 +514,12 @@ def report(run_dir: str, output: str | None, json_path: str | None) -> None:
             click.echo(f"wrote {json_path}")
 
 
-def _completion(verdicts: dict[str, Any]) -> str:
-    """': 3 complete (1 with outputs but no record), 2 to run (command changed)'."""
+def _completion(judged: Any, stage: Any) -> str:
+    """': 3 complete (1 with outputs but no record), 2 to run (params.highpass 32 -> 25)':
+    the changes named are the first changed node's."""
+    from aframe_dag import explain
+
+    verdicts = judged.verdicts
     done = [v for v in verdicts.values() if v.complete]
     if not done and all(v.reason in ("never run", "outputs missing") for v in verdicts.values()):
         return ""
@@ -517,8 +530,31 @@ def _completion(verdicts: dict[str, Any]) -> str:
         parts.append(f"{len(done)} complete{note}")
     stale = [v.reason for v in verdicts.values() if not v.complete]
     if stale:
-        parts.append(f"{len(stale)} to run ({', '.join(sorted(set(stale)))})")
+        reasons = sorted(set(stale))
+        first = next(iter(explain.stage_changes(judged, stage).values()), None)
+        if first:  # what changed, rather than which part of the fingerprint
+            named = explain.summary(first, stage.name)
+            reasons = [named if r.endswith(" changed") else r for r in reasons]
+        parts.append(f"{len(stale)} to run ({', '.join(dict.fromkeys(reasons))})")
     return ": " + ", ".join(parts)
+
+
+def _explain(summary: Any, stages: tuple[str, ...]) -> None:
+    """`build --explain STAGE`: each changed input of each node of STAGE that runs again."""
+    from aframe_dag import explain, graph
+
+    plans = {plan.name: plan for plan in summary.stages}
+    for name in stages:
+        if name not in plans:
+            raise graph.unknown_stage(name, plans, "--explain")
+        if name not in summary.judged:
+            click.echo(f"{name}: decided at run time; its nodes are judged when it expands")
+            continue
+        found = explain.stage_changes(summary.judged[name], plans[name], every=True)
+        if not found:
+            click.echo(f"{name}: no node runs again for a changed input")
+        for node, changed in found.items():
+            click.echo(f"{node}: " + "; ".join(changed))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

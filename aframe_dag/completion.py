@@ -35,6 +35,7 @@ class Fingerprint:
 
     base: str
     parts: dict[str, str]
+    inputs: dict[str, Any] = field(default_factory=dict)  # readable (`explain.stage_inputs`)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class State:
 
     nodes: dict[str, str] = field(default_factory=dict)
     bases: dict[str, dict[str, str]] = field(default_factory=dict)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # by base, to explain
 
 
 def digest(*texts: str) -> str:
@@ -76,10 +78,13 @@ def submit_parts(submit_text: str) -> tuple[str, str]:
     return digest(*recipe), digest(*env)
 
 
-def stage_fingerprint(recipe: str, env: str, image: str) -> Fingerprint:
-    """The part of a fingerprint all nodes of a stage share (hashed once per stage)."""
+def stage_fingerprint(
+    recipe: str, env: str, image: str, inputs: dict[str, Any] | None = None
+) -> Fingerprint:
+    """The part of a fingerprint all nodes of a stage share (hashed once per stage), and
+    the `inputs` it was made of, kept to say what changed."""
     parts = {"command": recipe, "environment": env, "image": image}
-    return Fingerprint(digest(recipe, env, image), parts)
+    return Fingerprint(digest(recipe, env, image), parts, inputs or {})
 
 
 class Outputs:
@@ -128,6 +133,7 @@ def fingerprints_text(
         "dag": dag,
         "stages": {name: f.base for name, f in fingerprints.items()},
         "bases": {f.base: f.parts for f in fingerprints.values()},
+        "inputs": {f.base: f.inputs for f in fingerprints.values() if f.inputs},
         # clustered stages: their tasks record their own events
         "tasks": [name for name in clustered if name in fingerprints],
     }
@@ -190,13 +196,16 @@ def local_events(path: Path, since: float) -> dict[str, str]:
 def harvest(run_dir: Path) -> State:
     """The accumulated state, updated with every record made since each build."""
     saved = _read_json(run_dir / COMPLETED) or {}
-    state = State(dict(saved.get("nodes", {})), dict(saved.get("bases", {})))
+    state = State(
+        dict(saved.get("nodes", {})), dict(saved.get("bases", {})), dict(saved.get("inputs", {}))
+    )
     for fingerprints in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}")):
         data = _read_json(fingerprints)
         if not isinstance(data, dict) or "dag" not in data:
             continue
         since = float(data.get("written", 0))
         state.bases.update(data.get("bases", {}))
+        state.inputs.update(data.get("inputs", {}))
         dag = run_dir / data["dag"]
         events = rundir.jobstate_events(rundir.jobstate_log(dag), since)
         events.update(local_events(run_dir / rundir.RECORD, since))
@@ -226,7 +235,9 @@ def _settle_events(state: State, events: dict[str, str], digests: dict[str, str]
 
 def state_text(state: State) -> str:
     """The accumulated state, as RUN/.aframe-dag/completed.json holds it."""
-    data = {"nodes": state.nodes, "bases": state.bases}
+    used = {digest.partition("/")[0] for digest in state.nodes.values()}
+    inputs = {base: kept for base, kept in state.inputs.items() if base in used}
+    data = {"nodes": state.nodes, "bases": state.bases, "inputs": inputs}
     return json.dumps(data, separators=(",", ":")) + "\n"
 
 
@@ -275,6 +286,9 @@ class Judgement:
     fingerprint: Fingerprint  # what its nodes share now
     recorded: dict[str, str]  # node: the digest it last succeeded with
     verdicts: dict[str, Verdict]  # node: complete or not, and why
+    # the inputs and parts of the fingerprints seen before, by base (`explain`)
+    inputs_seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bases_seen: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def done(self) -> set[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from aframe_dag import completion, quoting, render
+from aframe_dag import completion, explain, quoting, render
 from aframe_dag.config import Config
 from aframe_dag.plan import StagePlan
 from aframe_dag.resolve import template_context
@@ -49,7 +49,8 @@ def judge(
     recipe, env = completion.submit_parts(plan.submit_text)
     image = completion.image_identity(plan.stage.image)
     patterns = output_patterns(config, run_dir, plan)
-    stage = completion.stage_fingerprint(recipe, env, image)
+    inputs = explain.stage_inputs(plan.submit_text, image, plan.stage, config.params, config.dirs)
+    stage = completion.stage_fingerprint(recipe, env, image, inputs)
     names = plan.node_names()
     recorded = {n: state.nodes[n] for n in names if n in state.nodes}
     if forced:
@@ -65,7 +66,7 @@ def judge(
             )
             for name, value, item in zip(names, plan.vars_texts(), items, strict=True)
         }
-    return completion.Judgement(stage, recorded, verdicts)
+    return completion.Judgement(stage, recorded, verdicts, state.inputs, state.bases)
 
 
 def settle(

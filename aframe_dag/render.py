@@ -9,7 +9,7 @@ import contextvars
 import difflib
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +374,36 @@ def _render(env: ConfigSandbox, source: str, context: Mapping[str, Any], where: 
         raise TemplateLimit(f"{where}: the template needs more memory than there is") from None
     finally:
         _steps.reset(token)
+
+
+def referenced_keys(sources: Iterable[str], roots: Iterable[str]) -> set[str]:
+    """The `ROOT.KEY`s that templates name (`params.highpass`, `params['x']`), and ROOT
+    alone where a template takes the whole of it (`params | tojson`, `for k in dirs`)."""
+    names = set(roots)
+    found: set[str] = set()
+    for source in sources:
+        if "{" not in source:
+            continue
+        try:
+            tree = _PLAIN.parse(source)
+        except jinja2.TemplateSyntaxError:
+            continue  # it rendered, or the build said why not
+        whole: dict[str, int] = {}
+        for name in tree.find_all(nodes.Name):
+            if name.name in names:
+                whole[name.name] = whole.get(name.name, 0) + 1
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            assert isinstance(node, nodes.Getattr | nodes.Getitem)
+            root = node.node
+            if isinstance(root, nodes.Name) and root.name in names:
+                key = node.attr if isinstance(node, nodes.Getattr) else None
+                if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                    key = str(node.arg.value)
+                if key is not None:
+                    found.add(f"{root.name}.{key}")
+                    whole[root.name] -= 1
+        found.update(name for name, left in whole.items() if left > 0)
+    return found
 
 
 def _undefined(source: str, context: Mapping[str, Any], exc: jinja2.UndefinedError) -> str:

@@ -112,7 +112,7 @@ def test_changed_param_reruns_that_stage_and_everything_downstream(tmp_path: Pat
     finished(tmp_path)
     out = build(tmp_path, pipeline(params={"rate": 2}))
     assert done_nodes(tmp_path) == {"query", "fetch-1", "fetch-2", "fetch-3", "fetch-4", "other"}
-    assert "  parts  3 nodes: 3 to run (command changed)" in out
+    assert "  parts  3 nodes: 3 to run (params.rate 1 -> 2)" in out
     assert "  merge  1 node: 1 to run (parent stage parts runs)" in out
     assert "  train  1 node: 1 to run (parent stage merge runs)" in out
 
@@ -126,7 +126,7 @@ def test_unrelated_change_leaves_the_rest_done(tmp_path: Path) -> None:
 def test_image_change_is_named(tmp_path: Path) -> None:
     finished(tmp_path)
     out = build(tmp_path, pipeline(other={"image": "other-v2.sif"}))
-    assert "  other  1 node: 1 to run (image changed)" in out
+    assert "  other  1 node: 1 to run (image (none) -> other-v2.sif)" in out
 
 
 def test_rerun_forces_a_stage_and_its_descendants(tmp_path: Path) -> None:
