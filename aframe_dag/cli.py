@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from aframe_dag import __version__
+from aframe_dag import __version__, shell
 from aframe_dag.containers import MODES
 from aframe_dag.errors import AframeDagError, one_line
 
@@ -144,7 +144,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path(dir_okay=False), shell_complete=shell.configs)
 @click.option(
     "--run-dir",
     required=True,
@@ -155,18 +155,21 @@ def cli() -> None:
     "--target",
     "targets",
     multiple=True,
+    shell_complete=shell.stages,
     metavar="STAGE",
     help="Build only this stage and what it needs; repeatable.",
 )
 @click.option(
     "--rerun",
     multiple=True,
+    shell_complete=shell.stages,
     metavar="STAGE",
     help="Run this stage and everything after it again, complete or not; repeatable.",
 )
 @click.option(
     "--explain",
     multiple=True,
+    shell_complete=shell.stages,
     metavar="STAGE",
     help="Say, for each node of this stage that runs again, each input that changed since "
     "its last success, old -> new; repeatable.",
@@ -266,7 +269,7 @@ def build(
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path(dir_okay=False), shell_complete=shell.configs)
 @click.option(
     "--run-dir",
     default="run",
@@ -286,7 +289,7 @@ def validate(config: str, run_dir: str, **options: Any) -> None:
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path(dir_okay=False), shell_complete=shell.configs)
 @config_options
 def show(config: str, **options: Any) -> None:
     """Print the config after overrides and ${env:...} as YAML."""
@@ -327,6 +330,7 @@ def expand(run_dir: str, stage: str) -> None:
     "--target",
     "targets",
     multiple=True,
+    shell_complete=shell.stages,
     metavar="STAGE",
     help="Run only this stage's nodes and those they need; repeatable.",
 )
@@ -421,7 +425,7 @@ def graph(run_dir: str, output: str, collapse: int) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.argument("stages", nargs=-1, required=True)
+@click.argument("stages", nargs=-1, required=True, shell_complete=shell.stages)
 @click.option("--downstream", is_flag=True, help="Clean every stage after them too.")
 @click.option("--yes", is_flag=True, help="Do not ask (needed when not on a terminal).")
 def clean(run_dir: str, stages: tuple[str, ...], downstream: bool, yes: bool) -> None:
