@@ -170,7 +170,7 @@ class Progress:
 
 
 Report = Callable[[str, Progress], None]
-ENDED = ("done", "FAIL", "retry", "checkpoint")  # report messages of an attempt's end
+ENDED = ("done", "FAIL", "retry", "checkpoint", "stop")  # an attempt ends, a service stops
 
 
 def parse_gpus(text: str | None, source: str = "--gpus") -> list[str]:
