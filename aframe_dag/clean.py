@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aframe_dag import graph, judge, rundir, write
-from aframe_dag.config import load_config
 from aframe_dag.errors import RunDirError
-from aframe_dag.workflow import plan_stage
+from aframe_dag.workflow import load_run_config, plan_stage
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,7 @@ class Cleaning:
 def plan_clean(run_dir: str | Path, stages: list[str], downstream: bool = False) -> Cleaning:
     """What cleaning `stages` (and, `downstream`, every stage after them) removes."""
     run_path = Path(run_dir).absolute()
-    config_file = run_path / rundir.CONFIG
-    if not config_file.is_file():
-        raise RunDirError(f"{run_path}: not a run dir (no config.yaml); run `aframe-dag build`")
-    loaded = load_config(config_file, env={})
+    loaded = load_run_config(run_path)
     config = loaded.config
     after = {name: stage.after for name, stage in config.stages.items()}
     for name in stages:

@@ -346,13 +346,19 @@ def check(
     return list(preflight.thorough(plan.config, run_path, os.environ))
 
 
+def load_run_config(run_path: Path) -> LoadedConfig:
+    """The config a run dir was built with (its resolved config.yaml: no environment)."""
+    config_file = run_path / rundir.CONFIG
+    if not config_file.is_file():
+        raise RunDirError(f"{run_path}: not a run dir (no config.yaml); run `aframe-dag build`")
+    return load_config(config_file, env={})
+
+
 def expand(run_dir: str | Path, stage: str) -> tuple[Path, int]:
     """Write RUN_DIR/STAGE.dag from the stage's now-existing input; return it and its size."""
     run_path = Path(run_dir).absolute()
     config_file = run_path / rundir.CONFIG
-    if not config_file.is_file():
-        raise RunDirError(f"{run_path}: not a run dir (no config.yaml); run `aframe-dag build`")
-    loaded = load_config(config_file, env={})
+    loaded = load_run_config(run_path)
     config = loaded.config
     if stage not in config.stages:
         raise ConfigError(f"{config_file}: no stage {stage!r}")
