@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from aframe_dag import graph, judge, rundir, write
+from aframe_dag import completion, graph, judge, rundir, write
 from aframe_dag.errors import RunDirError
 from aframe_dag.workflow import load_run_config, plan_stage
 
@@ -61,13 +60,15 @@ def clean(cleaning: Cleaning) -> None:
         _refuse_live(run_path)
         chosen = set(cleaning.stages)
         completed_path = run_path / rundir.COMPLETED
-        completed = _read_json(completed_path)
+        completed = completion.read_json(completed_path)
         if completed:
             nodes = completed.get("nodes", {})
-            completed["nodes"] = {n: d for n, d in nodes.items() if not _stage_of(n, chosen)}
+            completed["nodes"] = {
+                n: d for n, d in nodes.items() if rundir.node_stage(n, chosen) is None
+            }
             write.write_file(completed_path, json.dumps(completed, separators=(",", ":")) + "\n")
         for path in sorted(run_path.glob(f"*{rundir.FINGERPRINTS}")):
-            data = _read_json(path)
+            data = completion.read_json(path)
             if not data:
                 continue
             data["stages"] = {n: b for n, b in data.get("stages", {}).items() if n not in chosen}
@@ -82,27 +83,12 @@ def clean(cleaning: Cleaning) -> None:
 
 def _refuse_live(run_path: Path) -> None:
     """Refuse a run dir that DAGMan or run-local is working on (a build holds the lock)."""
-    from aframe_dag.runner import lock_holder
+    from aframe_dag.runner import refuse_live
 
-    holder = lock_holder(run_path)
-    if holder:
-        raise RunDirError(f"{run_path}: run-local (pid {holder}) is running on it; wait or stop it")
+    refuse_live(run_path)
     locks = sorted(p.name for p in run_path.glob("*.dag.lock"))
     if locks:
         raise RunDirError(
             f"{run_path}: DAGMan is running on it ({locks[0]}); wait for it to end, or "
             "stop it with condor_rm"
         )
-
-
-def _stage_of(node: str, stages: set[str]) -> bool:
-    """Whether a node (STAGE, STAGE-INDEX, or a clustered stage's task) is of `stages`."""
-    return node in stages or node.rpartition("-")[0] in stages
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -145,8 +145,7 @@ def fingerprints_text(
 def build_record(run_dir: Path) -> dict[str, Any]:
     """What the run dir's last build recorded of itself in its fingerprints file (command
     line, directory, host, Python and aframe-dag versions); {} if none."""
-    data = _read_json(run_dir / rundir.FINGERPRINTS)
-    build = data.get("build") if isinstance(data, dict) else None
+    build = read_json(run_dir / rundir.FINGERPRINTS).get("build")
     return build if isinstance(build, dict) else {}
 
 
@@ -154,17 +153,19 @@ def node_digests(dag: Path, stages: dict[str, str], wanted: set[str]) -> dict[st
     """`BASE/VARS` of the `wanted` nodes of a DAG file, from its JOB and VARS lines."""
     digests: dict[str, str] = {}
     for node, pairs in rundir.vars_texts(dag, wanted).items():
-        stage = node if node in stages else node.rpartition("-")[0]
-        if stage in stages:
+        stage = rundir.node_stage(node, stages)
+        if stage is not None:
             digests[node] = f"{stages[stage]}/{pairs}"
     return digests
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> dict[str, Any]:
+    """A record's JSON object; {} if it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def task_digests(tasks_file: Path, base: str, wanted: set[str]) -> dict[str, str]:
@@ -195,13 +196,13 @@ def local_events(path: Path, since: float) -> dict[str, str]:
 
 def harvest(run_dir: Path) -> State:
     """The accumulated state, updated with every record made since each build."""
-    saved = _read_json(run_dir / COMPLETED) or {}
+    saved = read_json(run_dir / COMPLETED)
     state = State(
         dict(saved.get("nodes", {})), dict(saved.get("bases", {})), dict(saved.get("inputs", {}))
     )
     for fingerprints in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}")):
-        data = _read_json(fingerprints)
-        if not isinstance(data, dict) or "dag" not in data:
+        data = read_json(fingerprints)
+        if "dag" not in data:
             continue
         since = float(data.get("written", 0))
         state.bases.update(data.get("bases", {}))
@@ -214,9 +215,7 @@ def harvest(run_dir: Path) -> State:
         digests = node_digests(dag, data.get("stages", {}), set(events))
         _settle_events(state, events, digests)
     for fingerprints in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}")):
-        data = _read_json(fingerprints)
-        if not isinstance(data, dict):
-            continue
+        data = read_json(fingerprints)
         since = float(data.get("written", 0))
         for stage in data.get("tasks", []):
             events = local_events(run_dir / rundir.tasks_record(stage), since)

@@ -402,19 +402,25 @@ def find_config(path: Path) -> Path:
     return path
 
 
-def read_yaml(path: Path, children: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Source]:
-    """Parse a YAML mapping (and the config it `extends`); errors name `file:line`."""
-    path = find_config(path)
+def read_user_file(path: Path, limit: int, what: str) -> str:
+    """The text of a file the user names (a config, a law cfg: `what`); ConfigError saying
+    why not, with the line of a byte that is not UTF-8."""
     try:
-        text = files.read_text(path, MAX_CONFIG_BYTES)
+        return files.read_text(path, limit)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except UnicodeDecodeError as exc:
         number = exc.object[: exc.start].count(b"\n") + 1
         byte = exc.object[exc.start]
         raise ConfigError(f"{path}:{number}: not UTF-8 text (byte {byte:#04x})") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def read_yaml(path: Path, children: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Source]:
+    """Parse a YAML mapping (and the config it `extends`); errors name `file:line`."""
+    path = find_config(path)
+    text = read_user_file(path, MAX_CONFIG_BYTES, "config file")
     try:
         data, lines = _parse(text, str(path))
         source = Source(str(path), lines)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from aframe_dag import completion, render, rundir
+from aframe_dag import completion, quoting, render, rundir
+from aframe_dag.errors import QuotingError
 from aframe_dag.plan import StagePlan
 
 _ROOTS = ("params", "dirs")  # the config sections whose keys a stage's templates name
@@ -36,9 +35,7 @@ def stage_inputs(
         chosen = [name] if name else list(values)  # `params` alone: all of them
         named.update({f"{root}.{n}": _text(values[n]) for n in chosen if n in values})
     commands: dict[str, str] = {}
-    # a line ending in a backslash goes on in the next (manual: "Submit Description File
-    # Commands", line continuation)
-    for line in re.sub(r"\\\n[ \t]*", " ", submit_text).split("\n"):
+    for line in quoting.join_continuations(submit_text).split("\n"):
         key = rundir.submit_command(line)
         if key and not line.lstrip().startswith("#"):
             commands[key] = line.partition("=")[2].strip()
@@ -135,20 +132,19 @@ def _word_changes(what: str, old: str, new: str) -> list[str]:
 
 
 def _words(value: str) -> list[str]:
-    """A submit file's quoted arguments or environment as words (HTCondor's new syntax:
-    double-quoted, words in single quotes as needed)."""
-    text = value.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = text[1:-1]
+    """A submit file's `arguments` as argv (a hand-edited one it cannot read: its words)."""
     try:
-        return shlex.split(text)
-    except ValueError:
-        return text.split()
+        return quoting.split_arguments(value)
+    except QuotingError:
+        return value.split()
 
 
 def _environment(value: str) -> dict[str, str]:
-    pairs = (word.partition("=") for word in _words(value))
-    return {name: text for name, sep, text in pairs if sep}
+    """A submit file's `environment` (a hand-edited one it cannot read: none of it)."""
+    try:
+        return quoting.split_environment(value)
+    except QuotingError:
+        return {}
 
 
 def _image(identity: Any) -> str:

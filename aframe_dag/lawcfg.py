@@ -26,8 +26,15 @@ from typing import Any
 
 import yaml
 
-from aframe_dag import files, write
-from aframe_dag.config import QUANTITY, Resources, bundled_configs, find_config, read_yaml
+from aframe_dag import write
+from aframe_dag.config import (
+    QUANTITY,
+    Resources,
+    bundled_configs,
+    find_config,
+    read_user_file,
+    read_yaml,
+)
 from aframe_dag.errors import ConfigError, one_line
 from aframe_dag.schema import unknown_key
 
@@ -388,15 +395,7 @@ def _inherited(name: str, path: Path, where: str) -> Path:
 
 
 def _parse(path: Path) -> Cfg:
-    try:
-        text = files.read_text(path, MAX_CFG_BYTES)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such law cfg file") from None
-    except UnicodeDecodeError as exc:
-        number = exc.object[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{number}: not UTF-8 text") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_user_file(path, MAX_CFG_BYTES, "law cfg file")
     # no interpolation (law cfgs refer with &::), no DEFAULT section (a [DEFAULT] is then
     # a section like any other, named in an error, never spread into every task)
     parser = _Parser(allow_no_value=True, interpolation=None, default_section="\n")

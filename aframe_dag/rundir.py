@@ -25,7 +25,7 @@ U+0085 or a form feed, at which str.splitlines() would also split.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -58,6 +58,14 @@ def read_gpus(run_dir: Path) -> str:
     """The GPU ids the run dir's build was given (`0,1`), "" if none."""
     found = lines(run_dir / GPUS)
     return found[0].strip() if found else ""
+
+
+def node_stage(node: str, stages: Container[str]) -> str | None:
+    """The stage of `stages` whose node (STAGE, STAGE-INDEX) or task `node` is, or None."""
+    if node in stages:
+        return node
+    stage = node.rpartition("-")[0]
+    return stage if stage in stages else None
 
 
 def tasks_file(stage: str) -> str:

@@ -779,6 +779,13 @@ def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait()
 
 
+def refuse_live(run_dir: Path) -> None:
+    """Refuse a run dir that a live run-local is running on (a build, a clean)."""
+    holder = lock_holder(run_dir) if run_dir.is_dir() else None
+    if holder:
+        raise RunDirError(f"{run_dir}: run-local (pid {holder}) is running on it; wait or stop it")
+
+
 def lock_holder(run_dir: Path) -> str | None:
     """The pid of a live run-local on this run dir, or None."""
     path = run_dir / LOCK

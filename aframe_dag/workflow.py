@@ -209,11 +209,9 @@ def _build(
     gpus: list[str] | tuple[str, ...] = (),
 ) -> Summary:
     """The part of `build` that reads and writes the run dir, under its lock."""
-    from aframe_dag.runner import lock_holder  # only builds need it
+    from aframe_dag.runner import refuse_live  # only builds need it
 
-    holder = lock_holder(run_path) if run_path.is_dir() else None
-    if holder:
-        raise RunDirError(f"{run_path}: run-local (pid {holder}) is running on it; wait or stop it")
+    refuse_live(run_path)
     state = completion.harvest(run_path) if run_path.is_dir() else completion.State()
     plan = make_plan(loaded, run_path, targets, state, rerun)
     stale = _stale_stages(run_path, loaded.config, plan, force)
@@ -239,13 +237,11 @@ def _build(
             dirs.append(f"logs/{name}")
         for script in scripts:  # the stage's, and its service's
             files[f"entry/{script}.py"] = (ENTRY_DIR / f"{script}.py").read_text()
-    secrets.check_files(files, os.environ)
     data_dirs = [d for d in plan.config.dirs.values() if "://" not in d]
     made = {  # how this build was made, for `report`
         "command": list(command), "cwd": str(Path.cwd()), "host": socket.gethostname(),
         "python": platform.python_version(), "aframe_dag": version,
     }  # fmt: skip
-    secrets.check_files({rundir.FINGERPRINTS: str(made)}, os.environ)  # a --set value, say
     records = {  # written with the rest, all or none
         rundir.COMPLETED: completion.state_text(state),
         rundir.GPUS: rundir.gpus_text(gpus),  # none: a rebuild forgets the last ones
@@ -256,6 +252,8 @@ def _build(
             made,
         ),
     }
+    # the records too: the command line, the inputs kept to explain a rerun
+    secrets.check_files({**files, **records}, os.environ)
     write.check_dirs(data_dirs)  # before the run dir is written: all or nothing
     moved, moved_stages = write.write_run_dir(
         run_path, {**files, **records}, dirs, force=force, stale=stale
