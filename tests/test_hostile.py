@@ -746,3 +746,36 @@ def test_a_param_named_like_a_dict_method_renders_the_same_on_every_build(
     assert recorded(tmp_path) == ["5", "k", "[1,2]", "g"]
     dag = (tmp_path / "run" / "aframe.dag").read_text()
     assert f"JOB a {tmp_path}/run/a.sub DONE\n" in dag
+
+
+def test_a_rerun_reason_shows_hostile_values_as_they_are_and_runs_none(tmp_path: Path) -> None:
+    """The inputs kept to explain a rerun (fingerprints.json) and the reason a build prints
+    hold each value as written: no macro is expanded, nothing runs."""
+    values = [v for v in VALUES if "\n" not in v] + MACRO_FUNCTIONS
+    for label, listed in (("before", values), ("after", [*values, "$ENV(HOSTILE)"])):
+        stages = {"a": {"command": job(tmp_path, *params(listed))}}
+        config = host(stages, params={"v": listed})
+        (tmp_path / "config.yaml").write_text(dump(config), encoding="utf-8")
+        done = cli("build", "config.yaml", "--run-dir", "run", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert cli("run-local", "run", cwd=tmp_path).returncode == 0, label
+        kept = json.loads((tmp_path / "run" / "fingerprints.json").read_text())["inputs"]
+        (inputs,) = kept.values()
+        assert json.loads(inputs["config"]["params.v"]) == listed
+    assert recorded(tmp_path) == [*values, "$ENV(HOSTILE)"]  # the job saw them, unexpanded
+    reason = next(line for line in done.stdout.splitlines() if line.startswith("  a "))
+    assert "to run (params.v [" in reason, reason
+    assert '"$ENV(HOSTILE)"]' in reason and "leaked" not in done.stdout + done.stderr
+
+
+def test_a_secret_a_template_names_never_reaches_the_records(tmp_path: Path) -> None:
+    """A param whose value is a secret is refused before any file is written, the records
+    (the inputs kept to explain a rerun) among them."""
+    secret = "hostile-secret-value-42"
+    stages = {"a": {"command": "{% if params.token %}true{% endif %}"}}
+    (tmp_path / "config.yaml").write_text(dump(host(stages, params={"token": secret})))
+    done = cli("build", "config.yaml", "--run-dir", "run", cwd=tmp_path,
+               env={"API_TOKEN": secret})  # fmt: skip
+    assert done.returncode == 1
+    assert "would hold the value of $API_TOKEN, a secret" in done.stderr
+    assert not (tmp_path / "run" / "fingerprints.json").exists()
