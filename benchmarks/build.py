@@ -101,8 +101,10 @@ with open(f"{out}/merge.sub", "w") as f:
 with open(f"{out}/aframe.dag", "w") as f:
     f.write(f"# aframe-dag bench: the whole workflow.\n# Submit with: condor_submit_dag "
             f"{out}/aframe.dag\n# Nodes of a stage share its .sub file and differ only by VARS.\n"
-            "\nENV GET KRB5_KTNAME X509_USER_PROXY GWDATAFIND_SERVER NDSSERVER LIGO_USERNAME "
-            "DEFAULT_SEGMENT_SERVER AWS_ENDPOINT_URL\n"
+            "\n# Node jobs are submitted from DAGMan's environment, which holds only a few "
+            "variables;\n# these are the ones the .sub files take with getenv (manual: DAGMan, "
+            "ENV command).\nENV GET KRB5_KTNAME X509_USER_PROXY GWDATAFIND_SERVER NDSSERVER "
+            "LIGO_USERNAME DEFAULT_SEGMENT_SERVER AWS_ENDPOINT_URL\n"
             f"JOBSTATE_LOG {out}/aframe.jobstate.log\nNODE_STATUS_FILE {out}/aframe.status 30\n"
             f"\n# gen: {n} nodes\n")
     f.writelines(f'JOB gen-{i} {out}/gen.sub\nVARS gen-{i} index="{i}" num_signals="10"\n'
