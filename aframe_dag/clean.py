@@ -73,6 +73,8 @@ def clean(cleaning: Cleaning) -> None:
                 continue
             data["stages"] = {n: b for n, b in data.get("stages", {}).items() if n not in chosen}
             data["tasks"] = [n for n in data.get("tasks", []) if n not in chosen]
+            done = data.get("done", {})  # carried over by an expansion
+            data["done"] = {n: d for n, d in done.items() if rundir.node_stage(n, chosen) is None}
             write.write_file(path, json.dumps(data, separators=(",", ":")) + "\n")
         for output in cleaning.outputs:
             try:

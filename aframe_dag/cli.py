@@ -360,8 +360,9 @@ def run_local(
         outcome = runner.run_local(run_dir, ids, jobs, report, targets)
     skipped = f", {outcome.skipped} already done" if outcome.skipped else ""
     not_run = f", {len(outcome.not_run)} not run" if outcome.not_run else ""
+    nodes = "node" if len(outcome.done) == 1 else "nodes"
     click.echo(
-        f"{len(outcome.done)} nodes succeeded, {len(outcome.failed)} failed{not_run}{skipped}"
+        f"{len(outcome.done)} {nodes} succeeded, {len(outcome.failed)} failed{not_run}{skipped}"
     )
     for key, message in outcome.failed:
         click.echo(f"  failed {key}: {message}", err=True)

@@ -112,8 +112,9 @@ class Outputs:
 def write_fingerprints(
     path: Path, fingerprints: dict[str, Fingerprint], clustered: Iterable[str], dag: str
 ) -> None:
-    """Record each stage's fingerprint for the DAG file `dag`, and when it was written."""
-    write.write_file(path, fingerprints_text(fingerprints, clustered, dag))
+    """Record each stage's fingerprint for the DAG file `dag`, and when it was written;
+    the nodes that succeeded under the file it replaces are carried over."""
+    write.write_file(path, fingerprints_text(fingerprints, clustered, dag, done=successes(path)))
 
 
 def fingerprints_text(
@@ -121,6 +122,7 @@ def fingerprints_text(
     clustered: Iterable[str],
     dag: str,
     build: dict[str, Any] | None = None,
+    done: dict[str, str] | None = None,
 ) -> str:
     """The fingerprints file for the DAG file `dag`, written now: each stage's fingerprint
     and, of the `clustered` stages (items run several to a job), those among them.
@@ -139,6 +141,8 @@ def fingerprints_text(
     }
     if build is not None:  # a build's: how it was made (`build_record`)
         data["build"] = build
+    if done:  # an expansion's: the nodes that succeeded before it (`successes`)
+        data["done"] = done
     return json.dumps(data, separators=(",", ":")) + "\n"
 
 
@@ -204,32 +208,46 @@ def harvest(run_dir: Path) -> State:
         data = read_json(fingerprints)
         if "dag" not in data:
             continue
-        since = float(data.get("written", 0))
         state.bases.update(data.get("bases", {}))
         state.inputs.update(data.get("inputs", {}))
-        dag = run_dir / data["dag"]
-        events = rundir.jobstate_events(rundir.jobstate_log(dag), since)
-        events.update(local_events(run_dir / rundir.RECORD, since))
-        if not events:
-            continue
-        digests = node_digests(dag, data.get("stages", {}), set(events))
-        _settle_events(state, events, digests)
-    for fingerprints in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}")):
-        data = read_json(fingerprints)
-        since = float(data.get("written", 0))
-        for stage in data.get("tasks", []):
-            events = local_events(run_dir / rundir.tasks_record(stage), since)
-            base = data.get("stages", {}).get(stage, "")
-            digests = task_digests(run_dir / rundir.tasks_file(stage), base, set(events))
-            _settle_events(state, events, digests)
+        state.nodes.update(recorded(run_dir, data))
     return state
 
 
-def _settle_events(state: State, events: dict[str, str], digests: dict[str, str]) -> None:
+def successes(fingerprints: Path) -> dict[str, str]:
+    """The digests of the nodes that succeeded under a fingerprints file: what its DAG's
+    next expansion carries over (`done`), since its records then predate the new file."""
+    data = read_json(fingerprints)
+    if "dag" not in data:
+        return {}
+    nodes = recorded(fingerprints.parent, data)
+    return {node: digest for node, digest in nodes.items() if digest != FAILED}
+
+
+def recorded(run_dir: Path, data: dict[str, Any]) -> dict[str, str]:
+    """Each node's digest (FAILED if it failed) from the records made since a fingerprints
+    file was written, over the successes it carried over from before."""
+    nodes = dict(data.get("done", {}))
+    since = float(data.get("written", 0))
+    dag = run_dir / data["dag"]
+    events = rundir.jobstate_events(rundir.jobstate_log(dag), since)
+    events.update(local_events(run_dir / rundir.RECORD, since))
+    if events:
+        digests = node_digests(dag, data.get("stages", {}), set(events))
+        _settle_events(nodes, events, digests)
+    for stage in data.get("tasks", []):
+        events = local_events(run_dir / rundir.tasks_record(stage), since)
+        base = data.get("stages", {}).get(stage, "")
+        digests = task_digests(run_dir / rundir.tasks_file(stage), base, set(events))
+        _settle_events(nodes, events, digests)
+    return nodes
+
+
+def _settle_events(nodes: dict[str, str], events: dict[str, str], digests: dict[str, str]) -> None:
     for node, event in events.items():
         if node in digests:
             # a failed or removed node is never complete, whatever outputs it left
-            state.nodes[node] = digests[node] if event == "success" else FAILED
+            nodes[node] = digests[node] if event == "success" else FAILED
 
 
 def state_text(state: State) -> str:

@@ -108,6 +108,18 @@ def test_unchanged_rebuild_of_a_finished_run_is_all_done(tmp_path: Path) -> None
     assert not (tmp_path / "run/out/part-0.json").exists()
 
 
+def test_an_expansion_after_the_nodes_ran_keeps_their_successes(tmp_path: Path) -> None:
+    # DAGMan runs a sub-DAG's PRE script again when its node is retried or resubmitted:
+    # the successes recorded under the fingerprints it replaces still count
+    finished(tmp_path)
+    for output in (tmp_path / "run/out").glob("fetch-*.json"):
+        output.unlink()  # nothing to adopt: only the records can say they succeeded
+    code, _, err = run_cli("expand", str(tmp_path / "run"), "fetch")
+    assert code == 0, err
+    assert "  fetch  4 nodes: 4 complete\n" in build(tmp_path, pipeline())
+    assert "fetch-3" in done_nodes(tmp_path)
+
+
 def test_changed_param_reruns_that_stage_and_everything_downstream(tmp_path: Path) -> None:
     finished(tmp_path)
     out = build(tmp_path, pipeline(params={"rate": 2}))
