@@ -43,6 +43,20 @@ def _pair(value: str, flag: str) -> tuple[str, str]:
     return name, path
 
 
+def _gpu_ids(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """--gpus IDS as ids; a malformed one (an empty one, for build) is a bad flag (exit 2)."""
+    if value is None:
+        return None
+    from aframe_dag import runner
+
+    if not value.strip() and ctx.command.name == "build":  # run-local --gpus "": no GPUs
+        raise click.UsageError(f"--gpus: expected GPU ids such as 0,1, got {value!r}", ctx)
+    try:
+        return runner.parse_gpus(value)
+    except AframeDagError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+
+
 def config_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Options that change the config: --set and the seed's shorthands."""
     options = [
@@ -192,6 +206,7 @@ def cli() -> None:
     "gpu_ids",
     metavar="IDS",
     default=None,
+    callback=_gpu_ids,
     help="Train on these GPUs, e.g. 0,1 (that many, DDP when more than one); run-local "
     "on the run dir uses them unless given --gpus.",
 )
@@ -204,14 +219,13 @@ def build(
     explain: tuple[str, ...],
     force: bool,
     check_only: bool,
-    gpu_ids: str | None,
+    gpu_ids: list[str] | None,
     **options: Any,
 ) -> None:
     """Write RUN_DIR/aframe.dag and one STAGE.sub per stage; complete nodes are DONE."""
-    from aframe_dag import runner
     from aframe_dag import workflow as core
 
-    ids = runner.parse_gpus(gpu_ids)
+    ids = gpu_ids or []
     if check_only:
         checks = core.check(config, run_dir, overrides(**options), targets, gpus=ids)
         for check in checks:
@@ -315,6 +329,7 @@ def expand(run_dir: str, stage: str) -> None:
     "--gpus",
     metavar="IDS",
     default=None,
+    callback=_gpu_ids,
     help="GPU ids for GPU nodes, e.g. 0,1 (default: those of `build --gpus`, else "
     "$CUDA_VISIBLE_DEVICES, else none).",
 )
@@ -336,12 +351,12 @@ def expand(run_dir: str, stage: str) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print each node's command and environment.")
 def run_local(
-    run_dir: str, gpus: str | None, jobs: int, targets: tuple[str, ...], dry_run: bool
+    run_dir: str, gpus: list[str] | None, jobs: int, targets: tuple[str, ...], dry_run: bool
 ) -> None:
     """Run the DAG in RUN_DIR on this machine, as DAGMan would."""
     from aframe_dag import runner
 
-    ids = runner.parse_gpus(gpus) if gpus is not None else runner.default_gpus(run_dir)
+    ids = gpus if gpus is not None else runner.default_gpus(run_dir)
     if dry_run:
         for line in runner.dry_run(run_dir, ids, targets):
             click.echo(line)

@@ -180,6 +180,8 @@ class Stage:
     after: list[str] = rule([])
     image: str | None = None
     command: str | list[str]
+    # values of this stage's own over `params` (its templates see them as params.KEY)
+    params: dict[str, Any] = rule({})
     foreach: dict[str, dict[str, Any]] | None = rule(None, check=_generator)
     resources: Resources = field(default_factory=Resources)
     retry: int = rule(0, ge=0, le=100)
@@ -282,6 +284,11 @@ class Config:
     dev: Dev = field(default_factory=Dev)
     remote: Remote = field(default_factory=Remote)
     stages: dict[str, Stage] = rule(check=_stage_names)
+
+    def stage_params(self, stage: str) -> dict[str, Any]:
+        """The params a stage's templates see: `params`, the stage's own over them."""
+        own = self.stages[stage].params
+        return {**self.params, **own} if own else self.params
 
 
 class Source:
@@ -571,9 +578,17 @@ def _step(node: Any, name: str, key: str) -> tuple[Any, Any]:
 def validate(data: dict[str, Any], source: Source) -> Config:
     """Validate a config mapping; the error names file:line and key path."""
     try:
-        return schema.validate(Config, data)
+        config = schema.validate(Config, data)
     except schema.SchemaError as exc:
         raise ConfigError(f"{source.at(exc.path)}: {exc.message}") from None
+    for name, stage in config.stages.items():
+        for key in stage.params:
+            if key not in config.params:  # a stage's value replaces one, never adds one
+                hint = difflib.get_close_matches(key, list(config.params), n=1)
+                near = f"; did you mean {hint[0]!r}?" if hint else ""
+                where = source.at(("stages", name, "params", key))
+                raise ConfigError(f"{where}: no params.{key} to replace{near}")
+    return config
 
 
 def load_config(
@@ -603,7 +618,10 @@ _Dumper.add_representer(
 
 
 def dump_config(config: Config) -> str:
-    """The config as YAML, keys in declaration order."""
-    return yaml.dump(
-        schema.dump(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
-    )
+    """The config as YAML, keys in declaration order; a stage's `params` only when it
+    has some (a run dir's config.yaml reads as it did before stages had them)."""
+    data = schema.dump(config)
+    for stage in data["stages"].values():
+        if not stage["params"]:
+            del stage["params"]
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)

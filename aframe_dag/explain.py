@@ -27,7 +27,7 @@ def stage_inputs(
 ) -> dict[str, Any]:
     """What a stage's fingerprint is made of, readable: the config keys its templates
     name (with their values), its submit commands and environment, its image's identity."""
-    sections = {"params": params, "dirs": dirs}
+    sections = {"params": {**params, **stage.params}, "dirs": dirs}  # the stage's own win
     named = {}
     for key in sorted(render.referenced_keys(_strings(stage), _ROOTS)):
         root, _, name = key.partition(".")

@@ -8,7 +8,9 @@ file itself over them; a value that is all `&::section::key` or `&::key` is that
 `luigi_X` sections are task X's parameters. An empty value is unset (luigi's None);
 others are read as JSON or Python literals (`["H1", "L1"]`, `true`, `500_000`) where the
 aframe-dag key holds no string. Every key is mapped (RULES) or ignored with a reason;
-a task section aframe-dag has no stage for, or a key it does not know, is an error.
+a task section aframe-dag has no stage for, or a key it does not know, is an error. A
+param that tasks set otherwise is `params.KEY` at the value most of them give, and the
+others' stages' own (`stages.STAGE.params.KEY`): law gives each task its own value.
 """
 
 from __future__ import annotations
@@ -19,17 +21,18 @@ import json
 import os
 import re
 import textwrap
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from aframe_dag import write
+from aframe_dag import render, write
 from aframe_dag.config import (
     QUANTITY,
     Resources,
+    Stage,
     bundled_configs,
     find_config,
     read_user_file,
@@ -61,6 +64,9 @@ class Place:
     flag: str = ""
     convert: Callable[[str], Any] | None = None  # text -> value (raises ValueError)
     bundled_means: str | None = None  # the law value that the bundled config stands for
+    # a param: the stages besides its task's own that read the task's value (it names
+    # the files they read)
+    readers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ Rule = Place | Ignore | Must | Refuse
 class Section:
     keys: dict[str, Rule]
     other: Rule | None = None  # for keys not in `keys`; None: an unknown key is an error
+    stages: tuple[str, ...] = ()  # the stages doing the task's work: they read its params
 
 
 def _quantity(unit: str) -> Callable[[str], str]:
@@ -112,6 +119,30 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise ValueError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _at_once(text: str) -> int | None:
+    """law's parallel_jobs: -1 (its default) is no limit."""
+    return None if text.strip() == "-1" else _positive(text)
+
+
+def _under(name: str) -> Callable[[str], str]:
+    """A task's directory that aframe-dag keeps at DIR/`name`: DIR."""
+
+    def convert(text: str) -> str:
+        parent, _, last = text.rstrip("/").rpartition("/")
+        if last != name or not parent:
+            raise ValueError(f"aframe-dag keeps it at DIR/{name}: give DIR/{name}, got {text!r}")
+        return parent
+
+    return convert
+
+
 def _tags(text: str) -> list[str]:
     return [tag.strip() for tag in text.split(",") if tag.strip()]
 
@@ -124,7 +155,7 @@ def _params(*names: str) -> dict[str, Rule]:
     return {name: Place(("params", name)) for name in names}
 
 
-def _condor(stage: str) -> dict[str, Rule]:
+def _resources(stage: str) -> dict[str, Rule]:
     """A law task's condor settings: its stage's resources."""
     resources = ("stages", stage, "resources")
     return {
@@ -140,6 +171,86 @@ def _condor(stage: str) -> dict[str, Rule]:
     }
 
 
+NOT_READ = "not a parameter of the task: nothing reads it"
+LOGS = "the run dir holds every job's submit file and logs"
+LAW_ACTION = "a law command-line action, not a setting"
+LAW_JOBS = "a setting of law's job submission and polling (DAGMan submits and watches the jobs)"
+EVERY_NODE = "law's way to run or accept part of a workflow: every node of a DAG must succeed"
+GPU_IDS = "GPU ids of law's machine: `run-local --gpus` gives them (a pool job gets its own)"
+TRAIN_TASK = "the pipeline's training task: the train stage (`--train-remote`: remote training)"
+
+
+def _workflow(stage: str) -> dict[str, Rule]:
+    """A law condor workflow's settings (Aframe's LDGCondorWorkflow, law's HTCondorWorkflow
+    and remote workflow): its stage's resources, retries and throttle, every job's
+    accounting, and law's job handling."""
+    at = ("stages", stage)
+    return {
+        **_resources(stage),
+        "retries": Place((*at, "retry"), convert=_count),
+        "tasks_per_job": Place((*at, "tasks_per_job"), convert=_positive),
+        "parallel_jobs": Place((*at, "max_jobs"), convert=_at_once),
+        "accounting_group": Place(("condor", "accounting_group")),
+        "accounting_group_user": Place(("condor", "accounting_group_user")),
+        "condor_directory": Ignore(LOGS),
+        "htcondor_pool": Ignore("the pool law submits to: submit the DAG on one of its machines"),
+        "htcondor_scheduler": Ignore("the schedd law submits to: submit the DAG on its machine"),
+        "acceptance": Must(1.0, EVERY_NODE),
+        "tolerance": Must(0.0, EVERY_NODE),
+        "branch": Must(-1, EVERY_NODE),
+        "branches": Must("", EVERY_NODE),
+        "pilot": Ignore("how law resolves a workflow's requirements (DAGMan's edges are fixed)"),
+        "walltime": Ignore("how long law polls a workflow before it gives up: DAGMan waits"),
+        "max_runtime": Ignore(
+            "not a parameter of Aframe's tasks (law's example tasks define their own): "
+            "nothing reads it"
+        ),
+        **dict.fromkeys(("cancel_jobs", "cleanup_jobs"), Ignore(LAW_ACTION)),
+        **dict.fromkeys(
+            ("no_poll", "submission_threads", "poll_interval", "poll_fails", "job_workers"),
+            Ignore(LAW_JOBS),
+        ),
+        **dict.fromkeys(
+            ("shuffle_jobs", "ignore_submission", "transfer_logs", "clear_logs"), Ignore(LAW_JOBS)
+        ),
+    }
+
+
+def _task(stage: str) -> dict[str, Rule]:
+    """What every Aframe task has (AframeSingularityTask, law's Task): the image of its own
+    job (law passes no image on to the tasks it requires), the image dir, --dev and the
+    GPU ids, law's log file and command-line actions."""
+    return {
+        "image": Place(("stages", stage, "image")),
+        "container_root": Place(("condor", "image_dir"), bundled_means="$AFRAME_CONTAINER_ROOT"),
+        "dev": Ignore("handled by `build --dev`"),
+        "gpus": Ignore(GPU_IDS),
+        "log_file": Ignore(LOGS),
+        **dict.fromkeys(
+            ("print_deps", "print_status", "print_output", "remove_output", "fetch_output"),
+            Ignore(LAW_ACTION),
+        ),
+    }
+
+
+def _data(stage: str, job: str) -> dict[str, Rule]:
+    """An Aframe data task whose jobs are `stage` and whose own job is `job`."""
+    return {**_workflow(stage), **_task(job), "job_log": Ignore(LOGS)}
+
+
+def _fetch(which: str, readers: tuple[str, ...]) -> dict[str, Rule]:
+    """FetchTrain or FetchTest (Fetch, with Query's parameters)."""
+    background = ("dirs", f"{which}_background")
+    return {
+        **_params("sample_rate", "flag", "ifos", "channels"),
+        "max_duration": Place(("params", "max_duration"), readers=readers),
+        "data_dir": Place(background, convert=_under("background")),
+        "segments_file": Place(background, convert=_under("segments.txt")),
+        "prefix": Must("background", "aframe-dag's stages read background-START-DURATION.hdf5"),
+        **_data(f"fetch_{which}", f"fetch_{which}"),
+    }
+
+
 def _flag(stage: str, flag: str) -> Place:
     return Place(("stages", stage, "command"), flag=flag)
 
@@ -148,29 +259,31 @@ WAVEFORMS = _params(
     "sample_rate", "prior", "waveform_duration", "minimum_frequency", "reference_frequency",
     "waveform_approximant", "right_pad",
 )  # fmt: skip
-FETCH = _params("sample_rate", "max_duration", "flag", "ifos", "channels")
-NOT_READ = "not a parameter of the task: nothing reads it"
 K8S = "Kubernetes training (TrainRemote) only: `build --train-remote` uses stages.train.resources"
 SCHEDULER = Ignore("a luigi scheduler setting")
+# the validation waveforms' PSD file is the last one FetchTrain writes; the testing
+# waveforms and inference read each FetchTest file: they read its max_duration
+TRAIN_READERS = ("generate_validation_waveforms",)
+TEST_READERS = ("generate_testing_waveforms", "infer")
 
 RULES: dict[str, Section] = {
     "luigi_FetchTrain": Section(
         {
-            **FETCH,
+            **_fetch("train", TRAIN_READERS),
             "start": Place(("params", "train_start")),
             "end": Place(("params", "train_stop")),
             "min_duration": _flag("query_train", "--min_duration"),
-            **_condor("fetch_train"),
-        }
+        },
+        stages=("query_train", "fetch_train"),
     ),
     "luigi_FetchTest": Section(
         {
-            **FETCH,
+            **_fetch("test", TEST_READERS),
             "start": Place(("params", "train_stop")),
             "end": Place(("params", "test_stop")),
             "min_duration": _flag("query_test", "--min_duration"),
-            **_condor("fetch_test"),
-        }
+        },
+        stages=("query_test", "fetch_test"),
     ),
     "luigi_TrainingWaveforms": Section(
         {
@@ -181,8 +294,11 @@ RULES: dict[str, Section] = {
             "num_signals": Place(
                 ("stages", "generate_training_waveforms", "foreach", "count", "num_signals")
             ),
-            **_condor("generate_training_waveforms"),
-        }
+            "output_dir": Place(("dirs", "train_waveforms")),
+            "tmp_dir": Place(("dirs", "tmp"), convert=_under("training_waveforms")),
+            **_data("generate_training_waveforms", "merge_training_waveforms"),
+        },
+        stages=("generate_training_waveforms", "merge_training_waveforms"),
     ),
     "luigi_ValidationWaveforms": Section(
         {
@@ -194,8 +310,12 @@ RULES: dict[str, Section] = {
             "num_signals": Place(
                 ("stages", "generate_validation_waveforms", "foreach", "count", "num_signals")
             ),
-            **_condor("generate_validation_waveforms"),
-        }
+            "background_dir": Place(("dirs", "train_background")),
+            "output_dir": Place(("dirs", "train_waveforms")),
+            "tmp_dir": Place(("dirs", "tmp"), convert=_under("val")),
+            **_data("generate_validation_waveforms", "merge_validation_waveforms"),
+        },
+        stages=("generate_validation_waveforms", "merge_validation_waveforms"),
     ),
     "luigi_TestingWaveforms": Section(
         {
@@ -209,8 +329,11 @@ RULES: dict[str, Section] = {
                 ("stages", "generate_testing_waveforms", "foreach", "timeslides", "num_signals")
             ),
             "jitter": _flag("generate_testing_waveforms", "--jitter"),
-            **_condor("generate_testing_waveforms"),
-        }
+            "background_dir": Place(("dirs", "test_background")),
+            "output_dir": Place(("dirs", "test_waveforms")),
+            **_data("generate_testing_waveforms", "merge_testing_waveforms"),
+        },
+        stages=("generate_testing_waveforms", "merge_testing_waveforms"),
     ),
     "luigi_Train": Section(
         {
@@ -223,14 +346,19 @@ RULES: dict[str, Section] = {
                 True, "aframe-dag's train stage reads precomputed training waveforms"
             ),
             "use_wandb": Ignore("handled by `build --use-wandb`"),
-            "gpus": Ignore("handled by `build --gpus IDS`"),
-            "dev": Ignore("handled by `build --dev`"),
             "q": Ignore(NOT_READ),
             **{key: Ignore(K8S) for key in ("remote_image", "cpus_per_gpu", "memory_per_cpu")},
             **{key: Ignore(K8S) for key in ("min_gpu_memory", "use_init_container")},
             **{key: Ignore(K8S) for key in ("git_url", "git_ref")},
-            **_condor("train"),
-        }
+            **_resources("train"),
+            **_task("train"),
+            "gpus": Ignore("handled by `build --gpus IDS`"),
+            "data_dir": Refuse(
+                "older Aframe's training data dir: give background_dir = DIR/background "
+                "and waveforms_dir = DIR instead"
+            ),
+        },
+        stages=("train",),
     ),
     "luigi_ExportLocal": Section(
         {
@@ -239,13 +367,18 @@ RULES: dict[str, Section] = {
             "batch_size": Place(("params", "inference_batch_size")),
             "psd_length": Place(("params", "inference_psd_length")),
             "platform": _flag("export", "--platform"),
+            "repository_directory": Place(("dirs", "results"), convert=_under("model_repo")),
             "highpass": Ignore(
                 "ExportLocal never passes it on: export.yaml sets the preprocessor's"
             ),
             "fftlength": Ignore(f"{NOT_READ} (export.yaml sets the preprocessor's)"),
             **{key: Ignore(NOT_READ) for key in ("q", "aframe_instances", "preproc_instances")},
             "clean": Ignore(NOT_READ),
-        }
+            "batch_file": Ignore("not read: ExportLocal takes the batch file beside the weights"),
+            "train_task": Ignore(TRAIN_TASK),
+            **_task("export"),
+        },
+        stages=("export",),
     ),
     "luigi_SandboxInfer": Section(
         {
@@ -266,14 +399,34 @@ RULES: dict[str, Section] = {
                 bundled_means="hermes/tritonserver:23.01",
             ),
             "sequence_id": Ignore("not read: the inference Sequence derives its own ids"),
-            **_condor("infer"),
-        }
+            "output_dir": Place(("dirs", "results")),
+            "return_timeseries": Must(False, "aframe-dag's inference writes no timeseries"),
+            "remove_tmpdir": Must(True, "aggregate_infer deletes the parts it gathers"),
+            "train_task": Ignore(TRAIN_TASK),
+            **_workflow("infer"),
+            "parallel_jobs": Ignore(
+                "DeployInferLocal sets it from streams_per_gpu: stages.infer.max_jobs follows it"
+            ),
+            **_task("aggregate_infer"),  # SandboxInfer is Infer, which aggregates
+            "gpus": Ignore(
+                "the Triton server's GPUs on law's machine: here the server is a job of its "
+                "own (stages.infer.service)"
+            ),
+        },
+        stages=("infer", "aggregate_infer"),
     ),
     "luigi_SandboxSV": Section(
         {
             **_params("mass_combos", "ifos"),
             "source_prior": Place(("params", "prior")),
-        }
+            "dt": Place(
+                ("stages", "sensitive_volume", "command"), flag="--dt", bundled_means="inf"
+            ),
+            "output_dir": Place(("dirs", "results"), convert=_under("plots")),
+            "train_task": Ignore(TRAIN_TASK),
+            **_task("sensitive_volume"),
+        },
+        stages=("sensitive_volume",),
     ),
     "luigi_wandb": Section(
         {
@@ -299,9 +452,9 @@ RULES: dict[str, Section] = {
     ),
     "luigi_core": Section(
         {
-            "inherit": Refuse(
-                "law reads inherit from [core] only, so this file inherits "
-                "nothing: move it to [core]"
+            "inherit": Ignore(
+                "not read by law, which follows [core] inherit only: nothing is inherited "
+                "from the file it names"
             )
         },
         other=SCHEDULER,
@@ -314,6 +467,7 @@ RULES: dict[str, Section] = {
         other=Ignore("a law setting"),
     ),
 }
+STAGE_DEFAULTS = {f.name: f.default for f in fields(Stage) if f.default is not MISSING}
 BASE = "luigi_base"  # shared values: read by tasks only through &::luigi_base:: references
 
 
@@ -456,9 +610,16 @@ def resolve(cfg: Cfg, section: str, key: str) -> tuple[str | None, list[tuple[st
             cycle = " -> ".join(f"[{s}] {k}" for s, k in [*seen, target])
             raise ConfigError(f"{value.where}: [{section}] {key}: references make a cycle: {cycle}")
         if target[1] not in cfg.values.get(target[0], {}):
+            unread = cfg.values.get("luigi_core", {}).get("inherit")
+            note = (
+                f" (law reads no [luigi_core] inherit: nothing was inherited from "
+                f"{(unread.text or '').strip()})"
+                if unread is not None
+                else ""
+            )
             raise ConfigError(
                 f"{value.where}: [{section}] {key}: refers to [{target[0]}] {target[1]}, "
-                "which is not set"
+                f"which is not set{note}"
             )
         section, key = target
         seen.append(target)
@@ -516,6 +677,8 @@ def _at(data: dict[str, Any], place: Place) -> Any:
     node: Any = data
     for key in place.path:
         node = node.get(key) if isinstance(node, dict) else None
+    if node is None and len(place.path) == 3 and place.path[0] == "stages":
+        node = STAGE_DEFAULTS.get(place.path[2])  # a stage's setting it leaves unset
     if place.path[-2:-1] == ("resources",):  # as the cfg's are: 16GB, not 16 GB
         node = getattr(Resources(), place.path[-1]) if node is None else node
         return place.convert(str(node)) if place.convert is not None else node
@@ -550,6 +713,7 @@ class Given:
     wheres: list[str]
     origins: set[str] = field(default_factory=set)  # the keys its references led to
     derived: bool = False  # computed from other keys' values
+    own: bool = False  # a stage's own value of a param (stages.STAGE.params.KEY)
 
 
 @dataclass(frozen=True)
@@ -579,7 +743,7 @@ def import_law(
     for name, data in bundles.items():
         differing = {_key(p) for p in places() if not _same(_at(data, p), _at(root, p))}
         if differing <= set(given):  # every value it changes, the cfg sets too
-            changed = [g for g in given.values() if not _same(g.value, _at(data, g.place))]
+            changed = [g for g in given.values() if g.own or not _same(g.value, _at(data, g.place))]
             choices.append((len(changed), name, data, changed))
     _, name, data, changed = min(choices, key=lambda choice: choice[0])  # a tie: the first
     same += [
@@ -606,9 +770,9 @@ def _entry(label: str, why: str = "") -> Entry:
 
 
 def _given(cfg: Cfg, root: dict[str, Any]) -> tuple[dict[Key, Given], list[Entry], list[Entry]]:
-    """Each place's value from the cfg (two keys of one place must agree), the keys that
-    change nothing, and the ignored keys with their reasons."""
-    given: dict[Key, Given] = {}
+    """Each place's value from the cfg (a param that tasks set otherwise: their stages' own
+    too), the keys that change nothing, and the ignored keys with their reasons."""
+    values: dict[Key, list[Given]] = {}  # each place's values, one Given for each
     same: list[Entry] = []
     ignored: list[Entry] = []
     referred: set[tuple[str, str]] = set()
@@ -645,20 +809,22 @@ def _given(cfg: Cfg, root: dict[str, Any]) -> tuple[dict[Key, Given], list[Entry
                 same.append((section, key, "empty: unset, as the bundled config's"))
                 continue
             origins = {f"[{origin[0]}] {origin[1]}"} if origin != (section, key) else set()
-            known = given.get(_key(rule))
+            found = values.setdefault(_key(rule), [])
+            known = next((g for g in found if _same(g.value, item)), None)
             if known is None:
-                given[_key(rule)] = Given(rule, item, text, [label], [value.where], origins)
+                found.append(Given(rule, item, text, [label], [value.where], origins))
                 continue
-            if not _same(known.value, item):
-                where = ".".join(rule.path) + (f" {rule.flag}" if rule.flag else "")
-                raise ConfigError(
-                    f"{value.where}: {label}: {_flow(item)} differs from {known.keys[0]} = "
-                    f"{_flow(known.value)} ({known.wheres[0]}); aframe-dag has one {where}: "
-                    "give both the same value (say, through [luigi_base])"
-                )
             known.keys.append(label)
             known.wheres.append(value.where)
             known.origins |= origins
+    given: dict[Key, Given] = {}
+    for place, found in values.items():
+        # the value most keys give (a tie: one read through a reference, then the first)
+        shared = max(found, key=lambda g: (len(g.keys), bool(g.origins)))
+        given[place] = shared
+        for other in found:
+            if other is not shared:
+                _own(given, shared, other, root)
     for key in cfg.values.get(BASE, {}):
         read = (BASE, key) in referred
         reason = "shared: read through the task keys that refer to it" if read else (
@@ -666,6 +832,63 @@ def _given(cfg: Cfg, root: dict[str, Any]) -> tuple[dict[Key, Given], list[Entry
         )  # fmt: skip
         ignored.append((BASE, key, reason))
     return given, same, ignored
+
+
+def _own(given: dict[Key, Given], shared: Given, other: Given, root: dict[str, Any]) -> None:
+    """Tasks that set a param otherwise than the rest: as law gives each task its own value,
+    each stage of theirs that reads the param gets it (stages.STAGE.params.KEY)."""
+    place = other.place
+
+    def differs(why: str) -> ConfigError:
+        return ConfigError(
+            f"{other.wheres[0]}: {other.keys[0]}: {_flow(other.value)} differs from "
+            f"{shared.keys[0]} = {_flow(shared.value)} ({shared.wheres[0]}); {why}"
+        )
+
+    if place.path[0] != "params" or place.flag:
+        where = ".".join(place.path) + (f" {place.flag}" if place.flag else "")
+        raise differs(f"aframe-dag has one {where}: give both the same value")
+    name = place.path[1]
+    for label, where in zip(other.keys, other.wheres, strict=True):
+        section, key, _ = _entry(label)
+        rule = RULES[section].keys[key]
+        candidates = (*RULES[section].stages, *(rule.readers if isinstance(rule, Place) else ()))
+        stages = [s for s in candidates if _reads(root["stages"][s], name)]
+        if not stages:
+            raise differs(
+                f"no stage of {section[len('luigi_') :]} ({', '.join(candidates)}) reads "
+                f"params.{name}: give both the same value"
+            )
+        for stage in stages:
+            path = ("stages", stage, "params", name)
+            known = given.get((path, ""))
+            if known is None:
+                given[(path, "")] = Given(
+                    Place(path), other.value, other.text, [label], [where], other.origins, own=True
+                )
+            elif _same(known.value, other.value):
+                known.keys.append(label)
+                known.wheres.append(where)
+            else:
+                raise differs(f"stage {stage} reads one params.{name}: give both the same value")
+
+
+def _reads(stage: dict[str, Any], name: str) -> bool:
+    """Whether a bundled stage's templates name params.`name` (or all of params)."""
+    found = render.referenced_keys(_texts(stage), ("params",))
+    return f"params.{name}" in found or "params" in found
+
+
+def _texts(node: Any) -> Iterator[str]:
+    """Every string in YAML data."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _texts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _texts(value)
 
 
 UNSET = object()  # an empty value of a place that holds no None: the bundled value stands
@@ -697,7 +920,8 @@ def _value(place: Place, text: str, root: dict[str, Any], where: str, label: str
 
 def _derive(given: dict[Key, Given], root: dict[str, Any]) -> None:
     """DeployInferLocal runs 2 * (streams_per_gpu * GPUs // 2) inference jobs at once."""
-    streams = given.get(_key(Place(("params", "streams_per_gpu"))))
+    streams = given.get(_key(Place(("stages", "infer", "params", "streams_per_gpu"))))
+    streams = streams or given.get(_key(Place(("params", "streams_per_gpu"))))
     if streams is None:
         return
     if not isinstance(streams.value, int) or isinstance(streams.value, bool):
@@ -737,7 +961,7 @@ def _listing(entries: list[Entry], cfg: Cfg) -> list[str]:
     return lines
 
 
-ORDER = ("params", "dirs", "wandb", "stages")
+ORDER = ("params", "dirs", "condor", "wandb", "stages")  # as the bundled configs
 
 
 def _text(

@@ -178,7 +178,7 @@ def _git_toplevel(start: Path) -> str | None:
 def template_context(config: Config, run_dir: Path, stage: str) -> dict[str, Any]:
     """What a stage's templates see: params, dirs, run_dir, python, stage (and item)."""
     return {
-        "params": config.params,
+        "params": config.stage_params(stage),
         "dirs": config.dirs,
         "run_dir": str(run_dir),
         # the interpreter running the build: host-mode commands can run with it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from aframe_dag.config import dump_config, load_config
 from aframe_dag.errors import ConfigError
@@ -120,3 +121,35 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL), env={}).config
     again = write(tmp_path, dump_config(config))
     assert load_config(again, env={}).config == config
+
+
+def test_a_stage_s_params_replace_params_in_its_templates_only(tmp_path: Path) -> None:
+    text = MINIMAL + "  second:\n    command: echo {{ params.rate }}\n    params: {rate: 4096}\n"
+    path = write(tmp_path, text)
+    config = load_config(path, env={}).config
+    assert config.stage_params("second") == {"rate": 4096}
+    assert config.stage_params("first") == config.params == {"rate": 2048}
+    # written only where a stage has some, and read back as written
+    dumped = dump_config(config)
+    assert dumped.count("params:") == 2
+    assert load_config(write(tmp_path, dumped), env={}).config == config
+    path = write(tmp_path, text)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli("build", str(path), "--run-dir", str(run_dir))
+    assert code == 0, err
+    for stage, rate in (("first", 2048), ("second", 4096)):
+        assert f'arguments = "echo {rate}"' in (run_dir / f"{stage}.sub").read_text().splitlines()
+
+
+def test_a_stage_s_param_that_params_lacks_is_an_error_with_the_near_miss(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, MINIMAL + "    params: {rat: 1}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, env={})
+    assert str(error.value) == f"{path}:9: stages.first.params.rat: no params.rat to replace; " \
+        "did you mean 'rate'?"  # fmt: skip
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, MINIMAL), ["stages.first.params.sample_rate=1"], env={})
+    assert str(error.value) == "--set stages.first.params.sample_rate: no params.sample_rate " \
+        "to replace"  # fmt: skip

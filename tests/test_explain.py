@@ -83,6 +83,25 @@ def test_explain_names_every_change_of_every_node(tmp_path: Path) -> None:
     assert "fetch: no node runs again for a changed input" in out.splitlines()
 
 
+def test_a_stage_s_own_param_reruns_and_explains_that_stage_only(tmp_path: Path) -> None:
+    other = pipeline()["stages"]["other"]
+    shared = {"command": other["command"] + " {{ params.rate }}"}  # other reads rate too
+    build(tmp_path, pipeline(other=shared))
+    assert run_cli("run-local", str(tmp_path / "run"))[0] == 0
+    own = pipeline(other=shared, parts={"params": {"rate": 2}})
+    out = build(tmp_path, own, "--explain", "parts", "--explain", "other")
+    assert line_of(out, "parts").endswith("3 to run (params.rate 1 -> 2)"), out
+    assert line_of(out, "other").endswith("1 complete"), out
+    assert [line for line in out.splitlines() if line.startswith("parts-")] == [
+        f"parts-{i}: params.rate 1 -> 2" for i in range(3)
+    ]
+    assert "other: no node runs again for a changed input" in out.splitlines()
+    # its record of inputs holds the value it ran with; the other stage's, the shared one
+    fingerprints = json.loads((tmp_path / "run" / FINGERPRINTS).read_text())
+    inputs = {s: fingerprints["inputs"][f]["config"] for s, f in fingerprints["stages"].items()}
+    assert (inputs["parts"]["params.rate"], inputs["other"]["params.rate"]) == ("2", "1")
+
+
 def test_an_item_that_changed_is_named(tmp_path: Path) -> None:
     def values(*listed: int) -> dict:
         parts = pipeline()["stages"]["parts"]

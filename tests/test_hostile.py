@@ -219,9 +219,9 @@ CASES = [
     Case("data-dir-below-a-file", config(top="dirs: {data: '<tmp>/file/data'}\n"), r"^<tmp>/file/data: cannot create directory: <tmp>/file is not a directory$", files={"file": "x"}),
     Case("data-dir-below-a-file-over-a-run-dir", config(top="dirs: {data: '<tmp>/file/data'}\n"), r"^<tmp>/file/data: cannot create directory", files={"file": "x"}, over=True),
     # -- run-local, expand and friends on a built run dir
-    Case("gpus-not-ids", argv=("run-local", "<built>", "--gpus", "a,b"), error=r"^--gpus: 'a' is not a GPU id .*got 'a,b'$"),
-    Case("gpus-negative", argv=("run-local", "<built>", "--gpus", "-1"), error=r"^--gpus: '-1' is not a GPU id"),
-    Case("gpus-twice", argv=("run-local", "<built>", "--gpus", "0,1,0"), error=r"^--gpus: each GPU may be named once, got '0,1,0'$"),
+    Case("gpus-not-ids", argv=("run-local", "<built>", "--gpus", "a,b"), code=2, error=r"^--gpus: 'a' is not a GPU id .*got 'a,b' \(see aframe-dag run-local --help\)$"),
+    Case("gpus-negative", argv=("run-local", "<built>", "--gpus", "-1"), code=2, error=r"^--gpus: '-1' is not a GPU id"),
+    Case("gpus-twice", argv=("run-local", "<built>", "--gpus", "0,1,0"), code=2, error=r"^--gpus: each GPU may be named once, got '0,1,0' \(see aframe-dag run-local --help\)$"),
     Case("cuda-visible-devices", argv=("run-local", "<built>"), env={"CUDA_VISIBLE_DEVICES": "x"}, error=r"^CUDA_VISIBLE_DEVICES \(or choose with --gpus\): 'x' is not a GPU id"),
     Case("jobs-zero", argv=("run-local", "<built>", "--jobs", "0"), code=2, error=r"^Invalid value for '--jobs' / '-j': 0 is not in the range x>=1\. \(see aframe-dag run-local --help\)$"),
     Case("run-local-missing-dir", argv=("run-local", "<tmp>/nowhere\nelse"), code=2, error=r"^Invalid value for 'RUN_DIR': Directory '<tmp>/nowhere\\nelse' does not exist\."),

@@ -176,13 +176,78 @@ def test_one_cfg_value_changes_exactly_the_commands_that_use_it(
         assert now == was.replace(old, new), name
 
 
-def test_two_tasks_disagreeing_on_one_value_is_an_error_naming_both(tmp_path: Path) -> None:
-    cfg = over(tmp_path, {"luigi_Train": {"kernel_length": "2"}})
+def test_one_task_s_own_value_changes_exactly_its_stage_s_command(
+    tmp_path: Path, image_dir: Path, ligo_env: None
+) -> None:
+    run_dir = tmp_path / "run"
+    base = tmp_path / "base.yaml"
+    imported(BBH, base)
+    before = run_dir_files(base, run_dir, image_dir)
+    config = tmp_path / "changed.yaml"
+    tree = imported(over(tmp_path, {"luigi_Train": {"kernel_length": "2"}}), config)
+    # ExportLocal's stays params.kernel_length: the train stage has a value of its own
+    assert tree == {"extends": str(SANDBOX), "stages": {"train": {"params": {"kernel_length": 2}}}}
+    assert "      kernel_length: 2  # [luigi_Train] kernel_length\n" in config.read_text()
+    after = run_dir_files(config, run_dir, image_dir)
+    assert sorted(before) == sorted(after)
+    differ = sorted(name for name in before if before[name] != after[name])
+    assert differ == ["config.yaml", "fingerprints.json", "train.sub"]
+    old, new = before["train.sub"].decode(), after["train.sub"].decode()
+    assert "--data.kernel_length=1.5 " in old
+    assert new == old.replace("--data.kernel_length=1.5 ", "--data.kernel_length=2 ")
+    resolved = yaml.safe_load(after["config.yaml"])
+    assert resolved["stages"]["train"].pop("params") == {"kernel_length": 2}
+    assert resolved == yaml.safe_load(before["config.yaml"])
+    # only train's fingerprint differs; its inputs say why it runs again, export's do not
+    was, now = before["fingerprints.json"], after["fingerprints.json"]
+    assert [s for s in was["stages"] if was["stages"][s] != now["stages"][s]] == ["train"]
+    inputs = {s: now["inputs"][now["stages"][s]]["config"] for s in ("train", "export")}
+    assert inputs["train"]["params.kernel_length"] == "2"
+    assert inputs["export"]["params.kernel_length"] == "1.5"
+
+
+def test_a_value_most_tasks_share_is_params_the_others_are_their_stages_own(
+    tmp_path: Path,
+) -> None:
+    cfg = over(
+        tmp_path,
+        {
+            "luigi_ExportLocal": {"kernel_length": "2"},  # Train's stays [luigi_base]'s
+            "luigi_FetchTest": {"max_duration": "5000"},  # FetchTrain's stays 20000
+            "luigi_SandboxInfer": {"streams_per_gpu": "4"},  # ExportLocal's stays 6
+        },
+    )
+    tree = yaml.safe_load(lawcfg.import_law(cfg).text)
+    own = {name: stage["params"] for name, stage in tree["stages"].items() if "params" in stage}
+    assert own == {
+        "export": {"kernel_length": 2},
+        # the testing waveforms and inference read FetchTest's files: its max_duration
+        # names them (query_test reads none)
+        "fetch_test": {"max_duration": 5000},
+        "generate_testing_waveforms": {"max_duration": 5000},
+        "infer": {"max_duration": 5000, "streams_per_gpu": 4},
+    }
+    assert "params" not in tree  # the shared values are the bundled ones
+    assert tree["stages"]["infer"]["max_jobs"] == 4  # 2 * (4 * 1 // 2): SandboxInfer's streams
+
+
+def test_two_tasks_disagreeing_on_one_dir_is_an_error_naming_both(tmp_path: Path) -> None:
+    cfg = over(tmp_path, {"luigi_Train": {"run_dir": "/a"}, "luigi_paths": {"train_rundir": "/b"}})
     message = fails("import-law", str(cfg))
     assert message == (
-        f"Error: {cfg}:5: [luigi_Train] kernel_length: 2 differs from [luigi_ExportLocal] "
-        f"kernel_length = 1.5 ({LAW / 'base.cfg'}:136); aframe-dag has one "
-        "params.kernel_length: give both the same value (say, through [luigi_base])"
+        f"Error: {cfg}:8: [luigi_paths] train_rundir: /b differs from [luigi_Train] run_dir "
+        f"= /a ({cfg}:5); aframe-dag has one dirs.train_run: give both the same value"
+    )
+
+
+def test_a_task_s_own_value_no_stage_of_it_reads_is_an_error(tmp_path: Path) -> None:
+    cfg = over(tmp_path, {"luigi_TestingWaveforms": {"start": "1241443784"}})
+    message = fails("import-law", str(cfg))
+    assert message == (
+        f"Error: {cfg}:5: [luigi_TestingWaveforms] start: 1241443784 differs from "
+        f"[luigi_FetchTrain] end = 1241443783 ({LAW / 'base.cfg'}:54); no stage of "
+        "TestingWaveforms (generate_testing_waveforms, merge_testing_waveforms) reads "
+        "params.train_stop: give both the same value"
     )
 
 
@@ -249,6 +314,14 @@ NEW: dict[str | tuple[str, str], tuple[str, Any]] = {
     "name": ("run-7", "run-7"),
     "group": ("o3-replay", "o3-replay"),
     "tags": ("bbh, o3", ["bbh", "o3"]),
+    "retries": ("2", 2),
+    "tasks_per_job": ("4", 4),
+    "parallel_jobs": ("8", 8),
+    "accounting_group": ("ligo.prod.o4.cbc.allsky.aframe", "ligo.prod.o4.cbc.allsky.aframe"),
+    "accounting_group_user": ("marie.curie", "marie.curie"),
+    "image": ("my.sif", "my.sif"),  # relative: in the image dir, as law's container_root
+    "container_root": ("/images", "/images"),
+    "dt": ("100", "100"),
 }
 ROOT = "$AFRAME_TEST_ROOT"  # the dirs: where the build test can write
 for key, where in {
@@ -258,6 +331,23 @@ for key, where in {
     "test_waveforms_dir": "test", "results_dir": "results", "tmp_dir": "tmp",
 }.items():  # fmt: skip
     NEW[key] = (f"{ROOT}/{where}", "${env:AFRAME_TEST_ROOT}/" + where)
+for (section, key), (where, kept) in {  # a task's dir that aframe-dag keeps at DIR/NAME: DIR
+    ("luigi_FetchTrain", "data_dir"): ("train/background/background", "train/background"),
+    ("luigi_FetchTrain", "segments_file"): ("train/background/segments.txt", "train/background"),
+    ("luigi_FetchTest", "data_dir"): ("test/background/background", "test/background"),
+    ("luigi_FetchTest", "segments_file"): ("test/background/segments.txt", "test/background"),
+    ("luigi_TrainingWaveforms", "output_dir"): ("train", "train"),
+    ("luigi_TrainingWaveforms", "tmp_dir"): ("tmp/training_waveforms", "tmp"),
+    ("luigi_ValidationWaveforms", "background_dir"): ("train/background", "train/background"),
+    ("luigi_ValidationWaveforms", "output_dir"): ("train", "train"),
+    ("luigi_ValidationWaveforms", "tmp_dir"): ("tmp/val", "tmp"),
+    ("luigi_TestingWaveforms", "background_dir"): ("test/background", "test/background"),
+    ("luigi_TestingWaveforms", "output_dir"): ("test", "test"),
+    ("luigi_ExportLocal", "repository_directory"): ("results/model_repo", "results"),
+    ("luigi_SandboxInfer", "output_dir"): ("results", "results"),
+    ("luigi_SandboxSV", "output_dir"): ("results/plots", "results"),
+}.items():
+    NEW[(section, key)] = (f"{ROOT}/{where}", "${env:AFRAME_TEST_ROOT}/" + kept)
 
 MAPPED = [
     (section, key, rule)
@@ -280,14 +370,14 @@ def place_of(section: str, key: str) -> tuple[tuple[str, ...], str] | None:
 
 def with_siblings(section: str, key: str) -> dict[str, dict[str, str]]:
     """[section] key at its new value, with every key of bbh.cfg that sets the same place
-    (aframe-dag has one value for them all)."""
+    at its own new value (one value for them all: none is a task's own)."""
     text, _ = new_value(section, key)
     place = place_of(section, key)
     sections: dict[str, dict[str, str]] = {section: {key: text}}
     for other, keys in lawcfg.read_cfg(BBH).values.items():
         for other_key in keys:
             if place_of(other, other_key) == place:
-                sections.setdefault(other, {})[other_key] = text
+                sections.setdefault(other, {})[other_key] = new_value(other, other_key)[0]
     return sections
 
 
@@ -339,6 +429,7 @@ def test_every_mapped_key_at_once_builds(
             sections.setdefault(name, {}).update(keys)
     triton = image_dir / "tritonserver-22.12.sif"  # an image that exists, by its path
     triton.touch()
+    (image_dir / "my.sif").touch()  # every task's image (--image-dir wins over container_root)
     sections["luigi_SandboxInfer"]["triton_image"] = str(triton)
     config = tmp_path / "all.yaml"
     tree = imported(over(tmp_path, sections), config)
@@ -509,11 +600,6 @@ ERRORS = {
         "[core]\ninherit = {cfg}\n",
         "{cfg}:2: [core] inherit: {cfg} makes a cycle",
     ),
-    "inherit under luigi_core": (
-        f"[luigi_core]\ninherit = {LAW}/base.cfg\n",
-        "{cfg}:2: [luigi_core] inherit: law reads inherit from [core] only, so this file "
-        "inherits nothing: move it to [core]",
-    ),
     "dangling reference to a section's key": (
         f"[core]\ninherit = {BBH}\n[luigi_Train]\nkernel_length = &::luigi_base::kernel\n",
         "{cfg}:4: [luigi_Train] kernel_length: refers to [luigi_base] kernel, which is not set",
@@ -561,6 +647,30 @@ ERRORS = {
         "{cfg}:4: [luigi_SandboxInfer] model_name: 'my model' cannot go into the command "
         "(one word of A-Z a-z 0-9 ._:/+-)",
     ),
+    "a task's dir aframe-dag keeps elsewhere": (
+        f"[core]\ninherit = {BBH}\n[luigi_FetchTrain]\ndata_dir = /data/train\n",
+        "{cfg}:4: [luigi_FetchTrain] data_dir: aframe-dag keeps it at DIR/background: give "
+        "DIR/background, got '/data/train'",
+    ),
+    "older Aframe's training data dir": (
+        f"[core]\ninherit = {BBH}\n[luigi_Train]\ndata_dir = /data/train\n",
+        "{cfg}:4: [luigi_Train] data_dir: older Aframe's training data dir: give "
+        "background_dir = DIR/background and waveforms_dir = DIR instead",
+    ),
+    "inference timeseries": (
+        f"[core]\ninherit = {BBH}\n[luigi_SandboxInfer]\nreturn_timeseries = true\n",
+        "{cfg}:4: [luigi_SandboxInfer] return_timeseries: 'true': aframe-dag's inference "
+        "writes no timeseries",
+    ),
+    "part of a workflow": (
+        f"[core]\ninherit = {BBH}\n[luigi_FetchTest]\nbranches = 0:10\n",
+        "{cfg}:4: [luigi_FetchTest] branches: '0:10': law's way to run or accept part of a "
+        "workflow: every node of a DAG must succeed",
+    ),
+    "no jobs at once": (
+        f"[core]\ninherit = {BBH}\n[luigi_FetchTrain]\nparallel_jobs = 0\n",
+        "{cfg}:4: [luigi_FetchTrain] parallel_jobs: must be a whole number >= 1, got '0'",
+    ),
     "a key set twice": (
         "[luigi_Train]\nseed = 1\nseed = 2\n",
         "{cfg}:3: [luigi_Train] seed: set twice in the section",
@@ -592,6 +702,32 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.startswith(f"Error: {cfg}:3: [luigi_TuneTask]: aframe-dag has no stage")
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_inherit_under_luigi_core_is_not_read_and_the_listing_says_so(tmp_path: Path) -> None:
+    cfg = tmp_path / "mine.cfg"
+    head = f"[luigi_core]\ninherit = {LAW}/base.cfg\n\n[luigi_SandboxSV]\n"
+    cfg.write_text(head + "mass_combos = [[30, 30]]\n")
+    written = lawcfg.import_law(cfg).text
+    # nothing of base.cfg: the file inherits nothing, and says why
+    assert yaml.safe_load(written) == {
+        "extends": str(SANDBOX),
+        "params": {"mass_combos": [[30, 30]]},
+    }
+    assert listing(written, "Not carried over") == [
+        (
+            "luigi_core",
+            "inherit",
+            "not read by law, which follows [core] inherit only: nothing is inherited from "
+            "the file it names",
+        )
+    ]
+    # a value it would have inherited: the error names the reason too
+    cfg.write_text(head + "ifos = &::luigi_base::ifos\n")
+    assert fails("import-law", str(cfg)) == (
+        f"Error: {cfg}:5: [luigi_SandboxSV] ifos: refers to [luigi_base] ifos, which is not "
+        f"set (law reads no [luigi_core] inherit: nothing was inherited from {LAW}/base.cfg)"
+    )
 
 
 def test_an_existing_output_is_replaced_only_with_force(tmp_path: Path) -> None:
@@ -634,6 +770,73 @@ def test_every_cfg_key_is_listed_once_as_the_same_or_not_carried_over(cfg: Path)
         assert reasons[("luigi_ExportLocal", "q")] == (
             "not a parameter of the task: nothing reads it"
         )
+
+
+def test_the_keys_every_aframe_task_has_are_listed_with_their_reasons(tmp_path: Path) -> None:
+    law = {"log_file": "law.log", "print_status": "0", "dev": "true", "gpus": "0"}
+    jobs = {"condor_directory": "/condor/fetch", "job_log": "fetch.log", "poll_interval": "2"}
+    jobs |= {"walltime": "24", "max_runtime": "24", "htcondor_pool": "cit", "cancel_jobs": "false"}
+    must = {"prefix": "background", "acceptance": "1", "tolerance": "0", "branch": "-1"}
+    infer = {"parallel_jobs": "12", "gpus": "0,1"}
+    infer |= {"return_timeseries": "false", "remove_tmpdir": "true"}
+    cfg = over(
+        tmp_path,
+        {
+            "luigi_FetchTrain": {**law, **jobs, **must},
+            "luigi_ExportLocal": {"batch_file": "batch.hdf5", "train_task": "aframe.Train"},
+            "luigi_SandboxInfer": infer,
+            "luigi_Train": {"gpus": "0,1"},
+        },
+    )
+    written = lawcfg.import_law(cfg).text
+    assert yaml.safe_load(written) == {"extends": str(SANDBOX)}
+    same = {(s, k) for s, k, _ in listing(written, "Same as sandbox.yaml")}
+    assert {("luigi_FetchTrain", k) for k in must} <= same
+    assert {
+        ("luigi_SandboxInfer", "return_timeseries"),
+        ("luigi_SandboxInfer", "remove_tmpdir"),
+    } <= same
+    reasons = {(s, k): why for s, k, why in listing(written, "Not carried over")}
+    logs = "the run dir holds every job's submit file and logs"
+    polling = "a setting of law's job submission and polling (DAGMan submits and watches the jobs)"
+    action = "a law command-line action, not a setting"
+    fetch = {
+        "log_file": logs, "condor_directory": logs, "job_log": logs, "poll_interval": polling,
+        "print_status": action, "cancel_jobs": action, "dev": "handled by `build --dev`",
+        "gpus": "GPU ids of law's machine: `run-local --gpus` gives them (a pool job gets its own)",
+        "walltime": "how long law polls a workflow before it gives up: DAGMan waits",
+        "max_runtime": "not a parameter of Aframe's tasks (law's example tasks define their "
+        "own): nothing reads it",
+        "htcondor_pool": "the pool law submits to: submit the DAG on one of its machines",
+    }  # fmt: skip
+    assert {k: reasons[("luigi_FetchTrain", k)] for k in fetch} == fetch
+    assert reasons[("luigi_ExportLocal", "batch_file")] == (
+        "not read: ExportLocal takes the batch file beside the weights"
+    )
+    assert reasons[("luigi_ExportLocal", "train_task")].startswith("the pipeline's training task")
+    assert reasons[("luigi_SandboxInfer", "parallel_jobs")] == (
+        "DeployInferLocal sets it from streams_per_gpu: stages.infer.max_jobs follows it"
+    )
+    assert reasons[("luigi_SandboxInfer", "gpus")].startswith("the Triton server's GPUs")
+    assert reasons[("luigi_Train", "gpus")] == "handled by `build --gpus IDS`"
+
+
+def test_a_task_s_workflow_settings_become_its_stage_s(tmp_path: Path) -> None:
+    cfg = over(
+        tmp_path,
+        {
+            "luigi_FetchTest": {"retries": "5", "parallel_jobs": "-1", "tasks_per_job": "1"},
+            "luigi_TrainingWaveforms": {"retries": "1", "parallel_jobs": "3"},
+            "luigi_ValidationWaveforms": {"tasks_per_job": "20", "image": "/images/data-2.sif"},
+        },
+    )
+    tree = yaml.safe_load(lawcfg.import_law(cfg).text)
+    assert tree["stages"] == {  # law's defaults (5, -1: no limit, 1) are the bundled ones
+        "generate_training_waveforms": {"retry": 1, "max_jobs": 3},
+        "generate_validation_waveforms": {"tasks_per_job": 20},
+        # law passes no image on to DeployValidationWaveforms: the merge's own
+        "merge_validation_waveforms": {"image": "/images/data-2.sif"},
+    }
 
 
 # --- build --gpus ------------------------------------------------------------------------------
@@ -723,9 +926,53 @@ def test_gpus_for_a_pipeline_without_train_is_an_error(tmp_path: Path) -> None:
     message = fails("build", str(config), "--run-dir", str(run_dir), "--gpus", "0")
     assert message == "Error: --gpus: pipeline local has no train stage to train on them"
     assert not run_dir.exists()
+
+
+def bad_flag(*args: str) -> str:
+    """The CLI's one line for a bad flag (exit code 2, nothing on stdout)."""
+    code, out, err = run_cli(*args)
+    assert (code, out) == (2, ""), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err.rstrip("\n")
+
+
+NOT_AN_ID = "is not a GPU id (an index such as 0 or a GPU-/MIG- UUID); expected comma-separated ids"
+BAD_GPUS = {  # --gpus VALUE: why it is refused
+    "0,0": "each GPU may be named once, got '0,0'",
+    "0,": f"'' {NOT_AN_ID}, got '0,'",
+    "gpu0": f"'gpu0' {NOT_AN_ID}, got 'gpu0'",
+    " ": f"'' {NOT_AN_ID}, got ' '",
+}
+
+
+@pytest.mark.parametrize("ids", ["", *BAD_GPUS])
+def test_an_empty_or_malformed_build_gpus_is_a_bad_flag(tmp_path: Path, ids: str) -> None:
     config = host_pipeline(tmp_path)
-    message = fails("build", str(config), "--run-dir", str(run_dir), "--gpus", "0,0")
-    assert message == "Error: --gpus: each GPU may be named once, got '0,0'"
+    run_dir = tmp_path / "run"
+    why = BAD_GPUS[ids] if ids.strip() else f"expected GPU ids such as 0,1, got {ids!r}"
+    message = bad_flag("build", str(config), "--run-dir", str(run_dir), "--gpus", ids)
+    assert message == f"Error: --gpus: {why} (see aframe-dag build --help)"
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("ids", BAD_GPUS)
+def test_a_malformed_run_local_gpus_is_a_bad_flag(tmp_path: Path, ids: str) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli("build", str(host_pipeline(tmp_path)), "--run-dir", str(run_dir))[0] == 0
+    message = bad_flag("run-local", str(run_dir), "--gpus", ids)
+    assert message == f"Error: --gpus: {BAD_GPUS[ids]} (see aframe-dag run-local --help)"
+    assert not (run_dir / "out" / "prepare.json").exists()  # nothing ran
+
+
+def test_run_local_gpus_empty_is_no_gpus(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = host_pipeline(tmp_path)
+    assert run_cli("build", str(config), "--run-dir", str(run_dir), "--gpus", "0")[0] == 0
+    done = run_local(run_dir, "--gpus", "")  # none: not the build's 0, nor CUDA_VISIBLE_DEVICES
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "Error: train asks for 1 GPU(s) but run-local was given 0 (--gpus none); give it more"
+    )
 
 
 # --- README's "Coming from law" ----------------------------------------------------------------
