@@ -49,12 +49,23 @@ def _gpu_ids(ctx: click.Context, param: click.Parameter, value: str | None) -> l
         return None
     from aframe_dag import runner
 
-    if not value.strip() and ctx.command.name == "build":  # run-local --gpus "": no GPUs
+    if not value.strip() and ctx.command.name != "run-local":  # run-local's "": no GPUs
         raise click.UsageError(f"--gpus: expected GPU ids such as 0,1, got {value!r}", ctx)
     try:
         return runner.parse_gpus(value)
     except AframeDagError as exc:
         raise click.UsageError(str(exc), ctx) from None
+
+
+train_gpus = click.option(
+    "--gpus",
+    "gpu_ids",
+    metavar="IDS",
+    default=None,
+    callback=_gpu_ids,
+    help="Train on these GPUs, e.g. 0,1 (that many, DDP when more than one); run-local "
+    "on the run dir uses them unless given --gpus.",
+)
 
 
 def config_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -201,15 +212,7 @@ def cli() -> None:
     help="Run every preflight check (images, accounting, inputs, GPUs, the pool) and "
     "write nothing.",
 )
-@click.option(
-    "--gpus",
-    "gpu_ids",
-    metavar="IDS",
-    default=None,
-    callback=_gpu_ids,
-    help="Train on these GPUs, e.g. 0,1 (that many, DDP when more than one); run-local "
-    "on the run dir uses them unless given --gpus.",
-)
+@train_gpus
 @config_options
 def build(
     config: str,
@@ -291,25 +294,29 @@ def build(
     type=click.Path(file_okay=False),
     help="Run dir to check against (nothing is written).",
 )
+@train_gpus
 @config_options
-def validate(config: str, run_dir: str, **options: Any) -> None:
+def validate(config: str, run_dir: str, gpu_ids: list[str] | None, **options: Any) -> None:
     """Check a config: keys, types, dependencies, templates and images."""
     from aframe_dag import workflow as core
     from aframe_dag.config import load_config
 
-    loaded = load_config(config, overrides(**options))
+    loaded = core.with_gpus(load_config(config, overrides(**options)), gpu_ids or [])
     plan = core.make_plan(loaded, Path(run_dir).absolute())
     click.echo(f"{config}: OK ({len(plan.stages)} stages)")
 
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False), shell_complete=shell.configs)
+@train_gpus
 @config_options
-def show(config: str, **options: Any) -> None:
+def show(config: str, gpu_ids: list[str] | None, **options: Any) -> None:
     """Print the config after overrides and ${env:...} as YAML."""
+    from aframe_dag import workflow as core
     from aframe_dag.config import dump_config, load_config
 
-    click.echo(dump_config(load_config(config, overrides(**options)).config), nl=False)
+    loaded = core.with_gpus(load_config(config, overrides(**options)), gpu_ids or [])
+    click.echo(dump_config(loaded.config), nl=False)
 
 
 @cli.command()

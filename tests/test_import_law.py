@@ -955,6 +955,19 @@ def test_an_empty_or_malformed_build_gpus_is_a_bad_flag(tmp_path: Path, ids: str
     assert not run_dir.exists()
 
 
+def test_show_and_validate_take_build_s_gpus(tmp_path: Path) -> None:
+    config = str(host_pipeline(tmp_path))
+    code, shown, err = run_cli("show", config, "--gpus", "0,1")
+    assert code == 0, err
+    assert yaml.safe_load(shown)["stages"]["train"]["resources"]["gpus"] == 2
+    assert run_cli("validate", config, "--gpus", "0,1")[0] == 0
+    message = bad_flag("validate", config, "--gpus", "")
+    assert (
+        message
+        == "Error: --gpus: expected GPU ids such as 0,1, got '' (see aframe-dag validate --help)"
+    )
+
+
 @pytest.mark.parametrize("ids", BAD_GPUS)
 def test_a_malformed_run_local_gpus_is_a_bad_flag(tmp_path: Path, ids: str) -> None:
     run_dir = tmp_path / "run"

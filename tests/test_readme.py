@@ -229,7 +229,7 @@ def test_the_commands_table_on_a_finished_demo_run(tmp_path: Path) -> None:
     run(
         ON_A_DEMO_RUN[4],
         "aframe-dag validate {CONFIG}",
-        "aframe-dag validate {CONFIG} --set params.kernel_length=2",
+        "aframe-dag validate {CONFIG} --gpus 0,1",
     )
     (shown,) = run(ON_A_DEMO_RUN[5], "aframe-dag show {CONFIG} --set params.kernel_length=2")
     assert yaml.safe_load(shown)["params"]["kernel_length"] == 2
