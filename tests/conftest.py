@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,24 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(args))
     return code, out.getvalue(), err.getvalue()
+
+
+def _pool_problem() -> str | None:
+    if shutil.which("condor_submit_dag") is None:
+        return "no HTCondor here (start one with scripts/personal-pool up, run tests inside it)"
+    probe = subprocess.run(["condor_q", "-totals"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"condor_q fails: {probe.stderr.strip()[:200]}"
+    if not os.environ.get("AFRAME_DAG_RUNS_DIR"):
+        return "AFRAME_DAG_RUNS_DIR is not set (scripts/personal-pool run sets it)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def pool() -> None:
+    """A running pool to submit to: the pool tests skip without one, unless CI requires it."""
+    problem = _pool_problem()
+    if problem and os.environ.get("AFRAME_DAG_REQUIRE_POOL"):
+        pytest.fail(f"the pool tests must run here, but: {problem}")
+    if problem:
+        pytest.skip(problem)

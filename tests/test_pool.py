@@ -20,29 +20,9 @@ import pytest
 import yaml
 from conftest import IMAGES, SANDBOX, run_cli
 
-pytestmark = pytest.mark.condor
+pytestmark = [pytest.mark.condor, pytest.mark.usefixtures("pool")]
 PROGRAMS = Path(__file__).parent / "pool_programs.py"
 DAG_TIMEOUT = 240
-
-
-def _pool_problem() -> str | None:
-    if shutil.which("condor_submit_dag") is None:
-        return "no HTCondor here (start one with scripts/personal-pool up, run tests inside it)"
-    probe = subprocess.run(["condor_q", "-totals"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        return f"condor_q fails: {probe.stderr.strip()[:200]}"
-    if not os.environ.get("AFRAME_DAG_RUNS_DIR"):
-        return "AFRAME_DAG_RUNS_DIR is not set (scripts/personal-pool run sets it)"
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pool() -> None:
-    problem = _pool_problem()
-    if problem and os.environ.get("AFRAME_DAG_REQUIRE_POOL"):
-        pytest.fail(f"the pool tests must run here, but: {problem}")
-    if problem:
-        pytest.skip(problem)
 
 
 @pytest.fixture
