@@ -8,7 +8,6 @@ order in `config.yaml`, and what is complete or failed (`node_states`).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -49,7 +48,11 @@ def node_states(run_dir: Path) -> dict[str, str]:
     / `STAGE.status`. Failed: NodeStatus 6, unless a source says done (a later run
     succeeded). Node names are unique across the DAG and its sub-DAGs.
     """
-    run_dir = Path(run_dir)
+    return _node_states(Path(run_dir), {})
+
+
+def _node_states(run_dir: Path, dags: dict[Path, rundir.Dag]) -> dict[str, str]:
+    """node_states, with the DAG files read so far (`dags`, by path: each is read once)."""
     done: set[str] = set()
     failed: set[str] = set()
     names = ["aframe", *_stage_names(run_dir)]
@@ -58,7 +61,7 @@ def node_states(run_dir: Path) -> dict[str, str]:
         path = run_dir / f"{name}.dag"
         if path.is_file():
             written[path.name] = path.stat().st_mtime
-            done.update(n.name for n in rundir.parse_dag(path).nodes.values() if n.done)
+            done.update(n.name for n in _parsed(path, dags).nodes.values() if n.done)
     recorded = done_times(read_record(run_dir / RECORD))
     for key, when in recorded.items():
         dag, _, node = key.partition(":")
@@ -76,6 +79,12 @@ def node_states(run_dir: Path) -> dict[str, str]:
     states = dict.fromkeys(sorted(failed - done), "failed")
     states.update(dict.fromkeys(sorted(done), "done"))
     return states
+
+
+def _parsed(path: Path, dags: dict[Path, rundir.Dag]) -> rundir.Dag:
+    if path not in dags:
+        dags[path] = rundir.parse_dag(path)
+    return dags[path]
 
 
 def _pipeline_name(run_dir: Path) -> str:
@@ -125,8 +134,9 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
     dag_path = run_dir / rundir.DAG
     if not dag_path.is_file():
         raise RunDirError(f"{run_dir}: no aframe.dag (run `aframe-dag build` first)")
-    dag = rundir.parse_dag(dag_path)
-    states = node_states(run_dir)
+    dags: dict[Path, rundir.Dag] = {}  # each DAG file read once
+    dag = _parsed(dag_path, dags)
+    states = _node_states(run_dir, dags)
     stages = {name: _Stage(name) for name in _stage_names(run_dir)}
     loose = _Stage("")  # nodes of no stage (a hand edit): drawn outside the clusters
     parents: dict[str, list[str]] = dict(dag.parents)
@@ -144,7 +154,7 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
             else:
                 stage.runtime = name
             continue
-        sub = rundir.parse_dag(sub_path)
+        sub = _parsed(sub_path, dags)
         members[name] = list(sub.nodes)
         stage.nodes.extend(sub.nodes)
         for child, its_parents in sub.parents.items():
@@ -165,9 +175,9 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
     rank = {s.name: i for i, s in enumerate([*drawn, loose])}
     edges: set[tuple[str, str]] = set()
     for child, its_parents in parents.items():
-        for parent in its_parents:
-            for tail in box_of.get(parent, []):
-                edges.update((tail, head) for head in box_of.get(child, []) if head != tail)
+        heads = box_of.get(child, [])
+        tails = dict.fromkeys(tail for parent in its_parents for tail in box_of.get(parent, []))
+        edges.update((tail, head) for tail in tails for head in heads if head != tail)
 
     def key(edge: tuple[str, str]) -> tuple[int, int, int, int]:
         tail, head = edge
@@ -222,17 +232,12 @@ def to_dot(run_dir: Path, collapse: int = 8) -> str:
     return "\n".join(lines) + "\n"
 
 
-_FANOUT = re.compile(r"-\d+$")
-
-
 def _stage_of(node: str, stages: dict[str, _Stage]) -> str:
     """The longest stage name S with node == S or node == S-DIGITS ("" for none)."""
-    base = _FANOUT.sub("", node)
-    best = ""
-    for name in stages:
-        if (node == name or base == name) and len(name) > len(best):
-            best = name
-    return best
+    if node in stages:
+        return node
+    base, dash, index = node.rpartition("-")
+    return base if dash and index.isdecimal() and base in stages else ""
 
 
 def _make_boxes(

@@ -15,11 +15,14 @@ its first execution (run-local: none). Badput is the execution time that did not
 a success: evicted, held, failed or removed. CPU- and GPU-hours are run time x the cpus
 and gpus its .sub requests. An execution still going counts up to the records' last
 event (a live run: up to now); one whose end was never recorded (a run-local killed)
-counts nowhere.
+counts nowhere. The GPU memory a job asks for is its .sub's; with GPU-memory retries
+(`require_gpus` of NumJobStarts) it doubles at each start of the job, up to the cap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import re
 import statistics
@@ -33,7 +36,7 @@ from aframe_dag import provenance, resources, rundir, status, write
 from aframe_dag.rundir import JobEvent
 
 
-@dataclass
+@dataclass(slots=True)  # 10^5 of them: slots make them quicker to make
 class Attempt:
     """One job of a node, from its submit (or start) to its end."""
 
@@ -71,37 +74,42 @@ def attempts(events: Iterable[JobEvent], live: bool, as_of: float) -> dict[str, 
     by_job: dict[tuple[str, str], Attempt] = {}
     nodes: dict[str, list[Attempt]] = {}
     for event in events:
+        kind, when = event.kind, event.when
         attempt = by_job.get((event.node, event.job))
-        if attempt is None or (event.kind == "submit" and attempt.submitted is not None):
+        if attempt is None or (kind == "submit" and attempt.submitted is not None):
             attempt = by_job[event.node, event.job] = Attempt(event.node, event.job)
             nodes.setdefault(event.node, []).append(attempt)
-        kind = event.kind
         if kind == "submit":
-            attempt.submitted = event.when
+            attempt.submitted = when
         elif kind == "execute":
-            _close(attempt, event.when, "evicted")  # an execution whose end was not logged
-            attempt.runs.append((event.when, None, ""))
+            _close(attempt, when, "evicted")  # an execution whose end was not logged
+            attempt.runs.append((when, None, ""))
             attempt.end = "running"
+        elif kind == "terminated" or kind == "failed":
+            attempt.end = "success" if kind == "terminated" and event.code == 0 else "failure"
+            _close(attempt, when, attempt.end)
+            attempt.exit_code = event.code
+            if event.memory is not None:
+                attempt.memory = event.memory
+            if event.request_memory is not None:
+                attempt.request_memory = event.request_memory
+            if event.disk is not None:
+                attempt.disk = event.disk
+            if event.request_disk is not None:
+                attempt.request_disk = event.request_disk
         elif kind == "evicted":
-            _close(attempt, event.when, "evicted")
+            _close(attempt, when, "evicted")
             attempt.end = "idle"
         elif kind == "held":
-            _close(attempt, event.when, "held")
-            if _evicted_by_the_hold(attempt, event.when):
+            _close(attempt, when, "held")
+            if _evicted_by_the_hold(attempt, when):
                 attempt.runs[-1] = (*attempt.runs[-1][:2], "held")
             attempt.end = "held"
             attempt.holds.append(event.text)
         elif kind == "released":
             attempt.end = "idle"
-        elif kind in ("terminated", "failed"):
-            attempt.end = "success" if kind == "terminated" and event.code == 0 else "failure"
-            _close(attempt, event.when, attempt.end)
-            attempt.exit_code = event.code
-            for name in ("memory", "request_memory", "disk", "request_disk"):
-                if getattr(event, name) is not None:
-                    setattr(attempt, name, getattr(event, name))
         elif kind == "aborted":
-            _close(attempt, event.when, "removed")
+            _close(attempt, when, "removed")
             attempt.end = "removed"
     for attempt in by_job.values():
         if attempt.runs and attempt.runs[-1][1] is None:
@@ -131,21 +139,20 @@ def local_events(path: Path) -> Iterator[JobEvent]:
     once (no queue), a start that follows an unfinished one a failure of that one
     (run-local records no end for an attempt it retries)."""
     count: dict[str, int] = {}
-    running: set[str] = set()
+    running: dict[str, str] = {}  # key -> the job of its start that nothing ended yet
     for event, key, when in rundir.record_events(path):
-        node = key.split(":", 1)[-1]
         if when is None:
             continue  # a torn line
-        job = f"{key}#{count.get(key, 0)}"
+        _, colon, node = key.partition(":")
+        node = node if colon else key
         if event == "start":
             if key in running:
-                yield JobEvent(node, job, "failed", when)
+                yield JobEvent(node, running[key], "failed", when)
             count[key] = count.get(key, 0) + 1
-            job = f"{key}#{count[key]}"
-            running.add(key)
+            job = running[key] = f"{key}#{count[key]}"
             yield JobEvent(node, job, "execute", when)  # no queue: no submit
         elif key in running:
-            running.discard(key)
+            job = running.pop(key)
             if event == "done":
                 yield JobEvent(node, job, "terminated", when, 0)
             else:  # its record keeps no exit code
@@ -162,21 +169,38 @@ class Requests:
     cpus: int = 1
     gpus: int = 0
     memory: int | None = None  # MB (memory escalation: the first request)
+    gpu_memory: int | None = None  # MB of GPU memory (GPU-memory retries: the first request)
+    gpu_memory_cap: int | None = None  # GPU-memory retries: the most a job asks for
+
+    def gpu_memory_asked(self, starts: int) -> list[int]:
+        """The GPU memory a job asks for at each of its `starts` executions (one if it never
+        started): with GPU-memory retries twice as much after each start, up to the cap."""
+        if self.gpu_memory is None or self.gpu_memory_cap is None:
+            return [] if self.gpu_memory is None else [self.gpu_memory]
+        return [min(self.gpu_memory_cap, self.gpu_memory * 2**k) for k in range(max(starts, 1))]
 
 
 # memory escalation's request (templates/stage.sub.j2): the first, until a job has used some
 _ESCALATING = re.compile(r"ifthenelse\(isUndefined\(MemoryUsage\),\s*(\d+)\s*,")
+# GPU-memory retries' requirement (templates/stage.sub.j2): the cap, and the first request
+_GPU_ESCALATING = re.compile(
+    r"GlobalMemoryMb\s*>=\s*min\(\{\s*(\d+)\s*,\s*(\d+)\s*\*\s*pow\(2,\s*NumJobStarts\)\s*\}\)"
+)
 
 
 def requests(submit: Path) -> Requests:
-    """The cpus, gpus and memory a .sub requests."""
+    """The cpus, gpus, memory and GPU memory a .sub requests."""
     commands = rundir.parse_submit(submit, strict=False)
     memory = commands.get("request_memory").strip()
     escalating = _ESCALATING.match(memory)
+    gpu = _GPU_ESCALATING.fullmatch(commands.get("require_gpus").strip())
+    minimum = commands.get("gpus_minimum_memory").strip()  # MB
     return Requests(
         _number(commands.get("request_cpus", "1"), 1),
         _number(commands.get("request_gpus", "0"), 0),
         int(escalating[1]) if escalating else _megabytes(memory),
+        int(gpu[2]) if gpu else (int(minimum) if minimum.isdigit() else None),
+        int(gpu[1]) if gpu else None,
     )
 
 
@@ -223,6 +247,7 @@ class StageFigures:
     gpu_hours: float = 0.0
     badput_hours: float = 0.0
     memory_requested: list[int] = field(default_factory=list)  # MB: each request seen, in order
+    gpu_memory_requested: list[int] = field(default_factory=list)  # MB: each of a GPU, in order
     memory_used: int | None = None  # the most any job used
     disk_requested: int | None = None  # KB
     disk_used: int | None = None
@@ -254,20 +279,29 @@ def figures(
         request = asked(node)
         for attempt in node_attempts:
             result.attempts += 1
-            result.evictions += sum(how == "evicted" for _, _, how in attempt.runs)
             result.holds += len(attempt.holds)
-            seconds = attempt.seconds()
+            # Attempt.seconds() and .badput() in one pass (sums: whole seconds stay ints)
+            seconds: float = 0
+            badput: float = 0
+            for start, end, how in attempt.runs:
+                result.evictions += how == "evicted"
+                if end is not None:
+                    seconds += end - start
+                    if how not in ("success", "running"):
+                        badput += end - start
             if attempt.runs and attempt.end != "unfinished":
                 runs.append(seconds)
-            wait = attempt.wait()
-            if wait is not None:
-                waits.append(wait)
+            if attempt.submitted is not None and attempt.runs:  # Attempt.wait()
+                waits.append(attempt.runs[0][0] - attempt.submitted)
             result.cpu_hours += seconds * request.cpus / 3600
             result.gpu_hours += seconds * request.gpus / 3600
-            result.badput_hours += attempt.badput() / 3600
+            result.badput_hours += badput / 3600
             for asked_now in (request.memory, attempt.request_memory):  # first, at its end
                 if asked_now is not None and asked_now not in result.memory_requested:
                     result.memory_requested.append(asked_now)
+            for asked_now in request.gpu_memory_asked(len(attempt.runs)):  # at each start
+                if asked_now not in result.gpu_memory_requested:
+                    result.gpu_memory_requested.append(asked_now)
             if attempt.memory is not None:
                 memory.append(attempt.memory)
             if attempt.disk is not None:
@@ -335,6 +369,21 @@ class Run:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector (as a decorator or a with block): a report of 10^5
+    nodes makes millions of objects that hold no cycles, and the collector would go over
+    them again and again (a third of the time, measured); it runs again after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@no_cycle_collection()
 def read_run(run_dir: str | Path) -> Run:
     """Every figure of the run in RUN_DIR (pictures and provenance apart: `make`)."""
     run_path = Path(run_dir).absolute()
@@ -421,6 +470,8 @@ def _failures(
 def _past_trouble(node: str, stage: str, tried: list[Attempt]) -> list[Failure]:
     """A node neither failed nor held now: why its jobs were held, else how those that
     failed before its retry ended."""
+    if len(tried) == 1 and not tried[0].holds:  # most nodes: one job, never held
+        return []
     reasons = list(dict.fromkeys(r for attempt in tried for r in attempt.holds))
     if reasons:
         # held now by its log, not yet in DAGMan's status file; or held without a node log
@@ -493,6 +544,7 @@ def to_json(run: Run) -> dict[str, Any]:
     }
 
 
+@no_cycle_collection()
 def make(run_dir: str | Path) -> Run:
     """The whole report of the run in RUN_DIR: figures, pictures, provenance."""
     from aframe_dag.config import load_config

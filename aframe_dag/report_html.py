@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aframe_dag import __version__, picture, rundir, write
 from aframe_dag.errors import AframeDagError
-from aframe_dag.report import Run, StageFigures
+from aframe_dag.report import Run, StageFigures, no_cycle_collection
 
 # matplotlib's tab10: a colour per stage, in turn
 COLORS = (
@@ -76,6 +76,7 @@ def write_page(run: Run, output: Path) -> None:
     write.write_file(output, page(run))
 
 
+@no_cycle_collection()
 def page(run: Run) -> str:
     """The whole page."""
     name = _pipeline(run)
@@ -144,7 +145,7 @@ def _stages(run: Run) -> str:
         f"<th>{h}</th>"
         for h in ("Stage", "Nodes done", "Failed", "Held", "Jobs", "Retries", "Evicted / held",
                   "Queue wait<br>median / max", "Run time<br>median / max", "CPU-h", "GPU-h",
-                  "Memory MB<br>asked / used", "Badput h")
+                  "Memory MB<br>asked / used", "GPU memory MB<br>asked", "Badput h")
     )  # fmt: skip
     rows = []
     for s in run.stages:
@@ -160,15 +161,16 @@ def _stages(run: Run) -> str:
             f"{s.evictions} / {_linked(s, s.holds, 'held')}",
             f"{_duration(s.wait_median)} / {_duration(s.wait_max)}",
             run_time, _hours(s.cpu_hours), _hours(s.gpu_hours), escape(_memory(s)),
-            _hours(s.badput_hours),
+            escape(_asked(s.gpu_memory_requested)), _hours(s.badput_hours),
         ]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note = (
         "Jobs: every job of the stage's nodes (a retry is a new job). Evicted / held: how "
         "often its jobs were. CPU- and GPU-hours: run time &times; the cpus and gpus each "
         "job's .sub asks for. Memory: what the jobs asked for (each request, in order, when "
-        "it grew) and the most one used. Badput: run time of executions that did not end in "
-        "success (evicted, held, failed, removed)."
+        "it grew) and the most one used. GPU memory: what the jobs asked of a GPU (each "
+        "request, in order: with GPU-memory retries, twice as much at each start). Badput: run "
+        "time of executions that did not end in success (evicted, held, failed, removed)."
     )
     return (
         f'<h2 id="stages">Stages</h2><div class="scroll"><table><tr>{head}</tr>'
@@ -183,9 +185,12 @@ def _linked(stage: StageFigures, count: int, kind: str) -> str:
 
 
 def _memory(stage: StageFigures) -> str:
-    asked = stage.memory_requested
-    text = " \u2192 ".join(str(m) for m in asked) if asked else DASH
-    return f"{text} / {DASH if stage.memory_used is None else stage.memory_used}"
+    used = DASH if stage.memory_used is None else stage.memory_used
+    return f"{_asked(stage.memory_requested)} / {used}"
+
+
+def _asked(asked: list[int]) -> str:
+    return " \u2192 ".join(str(m) for m in asked) if asked else DASH
 
 
 # --- timeline -----------------------------------------------------------------------

@@ -13,11 +13,13 @@ stage after it) and times, each as a whole process (imports included):
   (status.py's record);
 - graph: `aframe-dag graph DIR -o dag.svg` of the DAGMan run dir: the drawing the page
   embeds;
+- node logs: a bare Python that only reads the node logs with `rundir.job_events`, the
+  reader report uses (htcondor2.JobEventLog, and the fields report takes of each event);
 - JobEventLog: a bare Python that only iterates the node logs' events with
   htcondor2.JobEventLog (the parser report reads them with), the floor of report DAGMan.
 
 Each report is checked first: `--json` must say the run is done, N+1 of N+1 nodes, with
-N+1 jobs (DAGMan: every node log event was read). The five run interleaved, --repeat times
+N+1 jobs (DAGMan: every node log event was read). The six run interleaved, --repeat times
 (default 3); each column is the best wall time with that run's peak RSS, from build.py's
 os.wait4 launcher.
 
@@ -51,6 +53,13 @@ import sys, htcondor2
 for log in sys.argv[1:]:
     for event in htcondor2.JobEventLog(log).events(stop_after=0):
         pass
+"""
+READ = """
+import sys
+from pathlib import Path
+from aframe_dag import rundir
+for log in sys.argv[1:]:
+    rundir.job_events(Path(log), strict=True)
 """
 
 
@@ -111,7 +120,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average {load}; outputs in {work}")
 
-    columns = ["build", "report DAGMan", "report run-local", "graph", "JobEventLog"]
+    columns = ["build", "report DAGMan", "report run-local", "graph", "node logs", "JobEventLog"]
     results: dict[int, list[tuple[float, float]]] = {}
     for n in sizes:
         config = work / f"bench-{n}.yaml"
@@ -137,6 +146,7 @@ def main() -> None:
                                   "--json", str(data)], err))  # fmt: skip
             times.append(run([aframe, "graph", str(dirs["dagman"]), "-o", str(work / "dag.svg")],
                              err))  # fmt: skip
+            times.append(run([python, "-c", READ, *logs], err))
             times.append(run([python, "-c", ITERATE, *logs], err))
             best = [min(b, t) for b, t in zip(best, times, strict=True)]
         results[n] = best

@@ -480,3 +480,71 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert code == 1 and err.count("\n") == 1
     assert err.startswith(f"Error: {run_dir}/logs/hold_me.log: cannot read this job event log")
     assert not (tmp_path / "r.json").exists()
+
+
+# --- GPU-memory retries -----------------------------------------------------------------
+
+RELEASED = "013 ({job}) 2026-12-05 10:0{m}:45 Job was released.\n\tvia condor_release\n...\n"
+OOM = (
+    "012 ({job}) 2026-12-05 10:0{m}:30 Job was held.\n"
+    "\tout of GPU memory: to be retried on a GPU with more\n\tCode 3 Subcode 86\n...\n"
+)
+
+
+def node_log(job: str, node: str, holds: int) -> str:  # job: CLUSTER.PROC.SUBPROC
+    """A node log, as HTCondor writes one: a job submitted, out of GPU memory `holds` times
+    (each time held by its .sub's on_exit_hold and released), then a success."""
+    usage = "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage\n" * 4
+    execute = f"001 ({job}) 2026-12-05 10:0{{m}}:01 Job executing on host: <10.0.0.2:9618>\n...\n"
+    text = (
+        f"000 ({job}) 2026-12-05 10:00:00 Job submitted from host: <10.0.0.1:9618>\n"
+        f"    DAG Node: {node}\n...\n"
+    )
+    for m in range(holds):
+        text += (execute + OOM + RELEASED).format(job=job, m=m)
+    return (
+        text
+        + execute.format(job=job, m=holds)
+        + (
+            f"005 ({job}) 2026-12-05 10:09:00 Job terminated.\n"
+            f"\t(1) Normal termination (return value 0)\n{usage}...\n"
+        )
+    )
+
+
+def test_the_stage_table_shows_the_gpu_memory_each_start_asked_for(tmp_path: Path) -> None:
+    gpu = {"gpus": 1, "gpu_memory": "16GB", "max_gpu_memory": "80GB"}
+    run_dir = build(tmp_path, {
+        "train": {"command": [PY, "-c", "pass"], "resources": gpu},
+        "export": {"command": [PY, "-c", "pass"], "resources": {"gpus": 1, "gpu_memory": "10GB"}},
+        "plot": {"after": ["train"], "command": [PY, "-c", "pass"]},
+    })  # fmt: skip
+    logs = {
+        s: run_dir / rundir.parse_submit(run_dir / f"{s}.sub").get("log")
+        for s in ("train", "export")
+    }
+    # out of GPU memory on 16 GB, then on 32 GB (the .sub releases it twice), fits in 64 GB
+    logs["train"].write_text(node_log("050.000.000", "train", holds=2))
+    logs["export"].write_text(node_log("051.000.000", "export", holds=0))
+    done = (SAMPLES / "pool_held/aframe.status.done").read_text()
+    ad = done[done.index('[\n  Type = "NodeStatus"') : done.index('[\n  Type = "StatusEnd"')]
+    ads = "".join(ad.replace('"hold_me"', f'"{node}"') for node in ("train", "export", "plot"))
+    (run_dir / "aframe.status").write_text(done.replace(ad, ads))
+
+    made = report.read_run(run_dir)
+    stages = {s.name: s for s in made.stages}
+    assert stages["train"].gpu_memory_requested == [16384, 32768, 65536]
+    assert (stages["train"].holds, stages["train"].attempts) == (2, 1)
+    asked = report.requests(run_dir / "train.sub")  # up to max_gpu_memory, 80 GB
+    assert asked.gpu_memory_asked(5) == [16384, 32768, 65536, 81920, 81920]
+    assert stages["export"].gpu_memory_requested == [10240]  # gpus_minimum_memory: no retries
+    assert stages["plot"].gpu_memory_requested == []
+    (failure,) = made.failures
+    assert (failure.name, failure.state) == ("train", "held, released")
+    assert failure.reason == "out of GPU memory: to be retried on a GPU with more"
+    page = tmp_path / "report.html"
+    assert run_cli("report", str(run_dir), "-o", str(page))[0] == 0
+    html = page.read_text()
+    assert "<th>GPU memory MB<br>asked</th>" in html
+    assert "<td>16384 \u2192 32768 \u2192 65536</td>" in html
+    assert "<td>10240</td>" in html
