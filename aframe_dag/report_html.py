@@ -141,11 +141,13 @@ def _summary(run: Run) -> str:
 
 
 def _stages(run: Run) -> str:
+    gpu_memory = any(s.gpu_memory_requested for s in run.stages)  # its column, if any asked
     head = "".join(
         f"<th>{h}</th>"
         for h in ("Stage", "Nodes done", "Failed", "Held", "Jobs", "Retries", "Evicted / held",
                   "Queue wait<br>median / max", "Run time<br>median / max", "CPU-h", "GPU-h",
-                  "Memory MB<br>asked / used", "GPU memory MB<br>asked", "Badput h")
+                  "Memory MB<br>asked / used",
+                  *(["GPU memory MB<br>asked"] if gpu_memory else []), "Badput h")
     )  # fmt: skip
     rows = []
     for s in run.stages:
@@ -161,16 +163,23 @@ def _stages(run: Run) -> str:
             f"{s.evictions} / {_linked(s, s.holds, 'held')}",
             f"{_duration(s.wait_median)} / {_duration(s.wait_max)}",
             run_time, _hours(s.cpu_hours), _hours(s.gpu_hours), escape(_memory(s)),
-            escape(_asked(s.gpu_memory_requested)), _hours(s.badput_hours),
+            *([escape(_asked(s.gpu_memory_requested))] if gpu_memory else []),
+            _hours(s.badput_hours),
         ]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note = (
         "Jobs: every job of the stage's nodes (a retry is a new job). Evicted / held: how "
         "often its jobs were. CPU- and GPU-hours: run time &times; the cpus and gpus each "
         "job's .sub asks for. Memory: what the jobs asked for (each request, in order, when "
-        "it grew) and the most one used. GPU memory: what the jobs asked of a GPU (each "
-        "request, in order: with GPU-memory retries, twice as much at each start). Badput: run "
-        "time of executions that did not end in success (evicted, held, failed, removed)."
+        "it grew) and the most one used. "
+        + (
+            "GPU memory: what the jobs asked of a GPU (each request, in order: with "
+            "GPU-memory retries, twice as much at each start). "
+            if gpu_memory
+            else ""
+        )
+        + "Badput: run time of executions that did not end in success (evicted, held, "
+        "failed, removed)."
     )
     return (
         f'<h2 id="stages">Stages</h2><div class="scroll"><table><tr>{head}</tr>'

@@ -462,6 +462,7 @@ def test_finished_demo_with_status_files_only(tmp_path: Path) -> None:
     html = page.read_text()
     assert "DAGMan run, done" in html and "No job has executed yet." in html
     assert "54 of 54 nodes done" in html  # the DAG, as `graph` draws it
+    assert "GPU memory" not in html  # no stage asks for any: no column of dashes
 
 
 # --- errors -------------------------------------------------------------------------
