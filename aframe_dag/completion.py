@@ -204,14 +204,21 @@ def harvest(run_dir: Path) -> State:
     state = State(
         dict(saved.get("nodes", {})), dict(saved.get("bases", {})), dict(saved.get("inputs", {}))
     )
-    for fingerprints in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}")):
-        data = read_json(fingerprints)
-        if "dag" not in data:
-            continue
+    files = [read_json(path) for path in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}"))]
+    # oldest first: a newer DAG's records of a node (a rebuild wrote into aframe.dag a node
+    # that an older sub-DAG had run) outweigh an older one's
+    for data in sorted((d for d in files if "dag" in d), key=_written):
         state.bases.update(data.get("bases", {}))
         state.inputs.update(data.get("inputs", {}))
         state.nodes.update(recorded(run_dir, data))
     return state
+
+
+def _written(data: dict[str, Any]) -> float:
+    try:
+        return float(data.get("written", 0))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def successes(fingerprints: Path) -> dict[str, str]:
@@ -228,7 +235,7 @@ def recorded(run_dir: Path, data: dict[str, Any]) -> dict[str, str]:
     """Each node's digest (FAILED if it failed) from the records made since a fingerprints
     file was written, over the successes it carried over from before."""
     nodes = dict(data.get("done", {}))
-    since = float(data.get("written", 0))
+    since = _written(data)
     dag = run_dir / data["dag"]
     events = rundir.jobstate_events(rundir.jobstate_log(dag), since)
     events.update(local_events(run_dir / rundir.RECORD, since))

@@ -214,6 +214,22 @@ def test_a_failure_after_the_build_is_recorded_as_failed(tmp_path: Path) -> None
     )
 
 
+def test_a_newer_dag_s_failure_outweighs_an_older_sub_dag_s_success(tmp_path: Path) -> None:
+    # infer ran as a run-time sub-DAG (infer.dag, its fingerprints file left behind), then a
+    # rebuild wrote its node into aframe.dag, where it failed: whatever the files' names
+    stage = completion.stage_fingerprint("recipe", "env", "image")
+    (tmp_path / "infer.dag").write_text(f'JOB infer-0 {tmp_path}/infer.sub\nVARS infer-0 i="0"\n')
+    completion.write_fingerprints(
+        tmp_path / "infer.fingerprints.json", {"infer": stage}, [], "infer.dag"
+    )
+    data = json.loads((tmp_path / "infer.fingerprints.json").read_text())
+    (tmp_path / "infer.fingerprints.json").write_text(json.dumps({**data, "written": 100}))
+    (tmp_path / "infer.jobstate.log").write_text("150 infer-0 JOB_SUCCESS 0 - - 1\n")
+    (tmp_path / "aframe.jobstate.log").write_text("250 infer-0 JOB_FAILURE 1 - - 2\n")
+    _fingerprints(tmp_path, ["infer-0"], written=200)
+    assert completion.harvest(tmp_path).nodes == {"infer-0": completion.FAILED}
+
+
 def test_run_local_after_a_change_reruns_exactly_what_the_build_says(tmp_path: Path) -> None:
     finished(tmp_path)
     build(tmp_path, pipeline(params={"rate": 2}))
