@@ -450,6 +450,8 @@ def _hours(hours: float) -> str:
     """Hours, two significant digits below 1 (0.000063 for a short job), else 0.1 h."""
     if not hours:
         return "0"
+    if hours < 0:  # log times that went back (a clock set back, local time at a DST change)
+        return "-" + _hours(-hours)
     return f"{hours:.{1 - math.floor(math.log10(hours))}f}" if hours < 1 else f"{hours:,.1f}"
 
 

@@ -549,3 +549,18 @@ def test_the_stage_table_shows_the_gpu_memory_each_start_asked_for(tmp_path: Pat
     assert "<th>GPU memory MB<br>asked</th>" in html
     assert "<td>16384 \u2192 32768 \u2192 65536</td>" in html
     assert "<td>10240</td>" in html
+
+
+def test_log_times_that_go_back_are_shown_not_a_crash(tmp_path: Path) -> None:
+    # a job that ended "before" it started (local time set back an hour, at a DST change)
+    run_dir = build(tmp_path, {"train": {"command": [PY, "-c", "pass"]}})
+    log = run_dir / rundir.parse_submit(run_dir / "train.sub").get("log")
+    log.write_text(node_log("052.000.000", "train", holds=0).replace("10:09:00", "09:09:00"))
+    done = (SAMPLES / "pool_held/aframe.status.done").read_text()
+    (run_dir / "aframe.status").write_text(done.replace('"hold_me"', '"train"'))
+    page = tmp_path / "report.html"
+    code, _, err = run_cli("report", str(run_dir), "-o", str(page))
+    assert code == 0, err
+    (stage,) = report.read_run(run_dir).stages
+    assert stage.cpu_hours < 0
+    assert f"<td>-{stage.cpu_hours * -1:.2f}</td>" in page.read_text()
