@@ -182,14 +182,17 @@ def task_digests(tasks_file: Path, base: str, wanted: set[str]) -> dict[str, str
     return digests
 
 
-def local_events(path: Path, since: float) -> dict[str, str]:
-    """Each node's last event in run-local's record (or a tasks record), by rundir's rule.
+def local_events(
+    path: Path, since: float, record: dict[str, rundir.Event] | None = None
+) -> dict[str, str]:
+    """Each node's last event in run-local's record (or a tasks record), by rundir's rule;
+    `record`: the record at `path` already read.
 
     A success counts from `since` on (before, it was an older build's node). An unfinished
     start or a failure counts however old: what the node left behind is not whole.
     """
     events: dict[str, str] = {}
-    for key, event in rundir.read_record(path).items():
+    for key, event in (rundir.read_record(path) if record is None else record).items():
         node = key.split(":", 1)[-1]  # run-local's DAG:NODE, or a task's name
         if event.state != "done":
             events[node] = "failure"
@@ -207,10 +210,11 @@ def harvest(run_dir: Path) -> State:
     files = [read_json(path) for path in sorted(run_dir.glob(f"*{rundir.FINGERPRINTS}"))]
     # oldest first: a newer DAG's records of a node (a rebuild wrote into aframe.dag a node
     # that an older sub-DAG had run) outweigh an older one's
+    record = rundir.read_record(run_dir / rundir.RECORD)  # run-local's: once, for every DAG
     for data in sorted((d for d in files if "dag" in d), key=_written):
         state.bases.update(data.get("bases", {}))
         state.inputs.update(data.get("inputs", {}))
-        state.nodes.update(recorded(run_dir, data))
+        state.nodes.update(recorded(run_dir, data, record))
     return state
 
 
@@ -231,14 +235,17 @@ def successes(fingerprints: Path) -> dict[str, str]:
     return {node: digest for node, digest in nodes.items() if digest != FAILED}
 
 
-def recorded(run_dir: Path, data: dict[str, Any]) -> dict[str, str]:
+def recorded(
+    run_dir: Path, data: dict[str, Any], record: dict[str, rundir.Event] | None = None
+) -> dict[str, str]:
     """Each node's digest (FAILED if it failed) from the records made since a fingerprints
-    file was written, over the successes it carried over from before."""
+    file was written, over the successes it carried over from before; `record`: run-local's,
+    already read."""
     nodes = dict(data.get("done", {}))
     since = _written(data)
     dag = run_dir / data["dag"]
     events = rundir.jobstate_events(rundir.jobstate_log(dag), since)
-    events.update(local_events(run_dir / rundir.RECORD, since))
+    events.update(local_events(run_dir / rundir.RECORD, since, record))
     if events:
         digests = node_digests(dag, data.get("stages", {}), set(events))
         _settle_events(nodes, events, digests)
