@@ -27,9 +27,9 @@ def stage_inputs(
 ) -> dict[str, Any]:
     """What a stage's fingerprint is made of, readable: the config keys its templates
     name (with their values), its submit commands and environment, its image's identity."""
-    sections = {"params": {**params, **stage.params}, "dirs": dirs}  # the stage's own win
+    sections = {"params": params, "dirs": dirs}
     named = {}
-    for key in sorted(render.referenced_keys(_strings(stage), _ROOTS)):
+    for key in sorted(render.referenced_keys(strings(stage), _ROOTS)):
         root, _, name = key.partition(".")
         values = sections[root]
         chosen = [name] if name else list(values)  # `params` alone: all of them
@@ -166,16 +166,16 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
-def _strings(value: Any) -> Iterable[str]:
-    """Every string of a stage's settings (its templates among them)."""
+def strings(value: Any) -> Iterable[str]:
+    """Every string of a stage's settings, or of YAML data (its templates among them)."""
     if isinstance(value, str):
         yield value
     elif is_dataclass(value) and not isinstance(value, type):
         for item in fields(value):
-            yield from _strings(getattr(value, item.name))
+            yield from strings(getattr(value, item.name))
     elif isinstance(value, Mapping):
         for item in value.values():
-            yield from _strings(item)
+            yield from strings(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from _strings(item)
+            yield from strings(item)

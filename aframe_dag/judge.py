@@ -49,7 +49,8 @@ def judge(
     recipe, env = completion.submit_parts(plan.submit_text)
     image = completion.image_identity(plan.stage.image)
     patterns = output_patterns(config, run_dir, plan)
-    inputs = explain.stage_inputs(plan.submit_text, image, plan.stage, config.params, config.dirs)
+    params = config.stage_params(plan.name)  # the stage's own over params
+    inputs = explain.stage_inputs(plan.submit_text, image, plan.stage, params, config.dirs)
     stage = completion.stage_fingerprint(recipe, env, image, inputs)
     names = plan.node_names()
     recorded = {n: state.nodes[n] for n in names if n in state.nodes}

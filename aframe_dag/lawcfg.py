@@ -21,14 +21,14 @@ import json
 import os
 import re
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from aframe_dag import render, write
+from aframe_dag import explain, render, write
 from aframe_dag.config import (
     QUANTITY,
     Resources,
@@ -875,20 +875,8 @@ def _own(given: dict[Key, Given], shared: Given, other: Given, root: dict[str, A
 
 def _reads(stage: dict[str, Any], name: str) -> bool:
     """Whether a bundled stage's templates name params.`name` (or all of params)."""
-    found = render.referenced_keys(_texts(stage), ("params",))
+    found = render.referenced_keys(explain.strings(stage), ("params",))
     return f"params.{name}" in found or "params" in found
-
-
-def _texts(node: Any) -> Iterator[str]:
-    """Every string in YAML data."""
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from _texts(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _texts(value)
 
 
 UNSET = object()  # an empty value of a place that holds no None: the bundled value stands
