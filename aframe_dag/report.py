@@ -280,22 +280,16 @@ def figures(
         for attempt in node_attempts:
             result.attempts += 1
             result.holds += len(attempt.holds)
-            # Attempt.seconds() and .badput() in one pass (sums: whole seconds stay ints)
-            seconds: float = 0
-            badput: float = 0
-            for start, end, how in attempt.runs:
-                result.evictions += how == "evicted"
-                if end is not None:
-                    seconds += end - start
-                    if how not in ("success", "running"):
-                        badput += end - start
+            result.evictions += sum(how == "evicted" for _, _, how in attempt.runs)
+            seconds = attempt.seconds()
             if attempt.runs and attempt.end != "unfinished":
                 runs.append(seconds)
-            if attempt.submitted is not None and attempt.runs:  # Attempt.wait()
-                waits.append(attempt.runs[0][0] - attempt.submitted)
+            wait = attempt.wait()
+            if wait is not None:
+                waits.append(wait)
             result.cpu_hours += seconds * request.cpus / 3600
             result.gpu_hours += seconds * request.gpus / 3600
-            result.badput_hours += badput / 3600
+            result.badput_hours += attempt.badput() / 3600
             for asked_now in (request.memory, attempt.request_memory):  # first, at its end
                 if asked_now is not None and asked_now not in result.memory_requested:
                     result.memory_requested.append(asked_now)
