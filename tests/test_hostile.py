@@ -484,6 +484,12 @@ def set_flags(values: list[str], tmp: Path) -> Build:
     return Build(config, tuple(flags))
 
 
+def stage_params(values: list[str], tmp: Path) -> Build:
+    # the stage's own params (stages.a.params) over the config's, in its command
+    stage = {"command": job(tmp, *params(values)), "params": {"v": values}}
+    return Build(host({"a": stage}, params={"v": [0] * len(values)}))
+
+
 def data_dirs(values: list[str], tmp: Path) -> Build:
     dirs = {f"d{i}": f"{tmp}/dirs/d-{v}" for i, v in enumerate(values)}
     return Build(host({"a": {"command": "true"}}, dirs=dirs))
@@ -630,6 +636,7 @@ FIELDS = [
     # foreach parameters are templates
     Field("item", item, read_items, r"^stage a item v: contains", (DOLLAR,), takes=untemplated, run=True),
     Field("--set", set_flags, recorded, r"^stages\.a\.command: contains", (NUL,), run=True),
+    Field("stage-params", stage_params, recorded, r"^stages\.a\.command: contains", (NEWLINE, NUL, MATCH_TIME, DOLLAR), run=True),
     Field("dirs", data_dirs, read_data_dirs, r"^dirs\.d0: contains", (NUL,), takes=untemplated),
     # run-local reads each .sub
     Field("description", descriptions, read_descriptions, r"^stages\.s0\.description: contains", (MATCH_TIME,), run=True),
